@@ -1,0 +1,361 @@
+//! A route's filter chain around its target.
+//!
+//! Filters see the request in the order the route lists them; the first that answers ends the
+//! way in. On the way back every filter that saw the request sees the response, in reverse order.
+//! Each filter gets one fresh instance for the request, used for both phases.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use crate::bindings::{self, RequestAction};
+use crate::body::{self, Body, CollectError};
+use crate::error::{self, GatewayError, PluginFailure};
+use crate::plugin::{CallContext, PluginInstance};
+use crate::routes::{RouteEntry, RoutePlugin, Runtime, Target};
+
+/// What the host imports need to know about the request, shared by every plugin call in it.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The request id.
+    pub request_id: Arc<str>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Path parameters of the matched route.
+    pub params: Arc<[(String, String)]>,
+}
+
+/// Runs the route: filters in, target, filters out. Never fails: errors become responses here
+/// (through [`error::into_response`]) so that filters still see them on the way out.
+pub async fn run(runtime: &Runtime, route: &RouteEntry, request: Request<Body>, info: &RequestInfo) -> Response<Body> {
+    let mut entered: Vec<(PluginInstance, &RoutePlugin)> = Vec::with_capacity(route.filters.len());
+    let mut request = Some(request);
+    let mut early: Option<Response<Body>> = None;
+
+    for filter in &route.filters {
+        let mut instance = match instantiate(runtime, route, filter, info).await {
+            Ok(i) => i,
+            Err(e) => {
+                early = Some(error::into_response(&e, &info.request_id));
+                break;
+            }
+        };
+        let Some(current) = request.take() else { break };
+        match filter_request(runtime, &mut instance, filter, current).await {
+            Ok(FilterOutcome::Continue(next)) => {
+                request = Some(next);
+                entered.push((instance, filter));
+            }
+            Ok(FilterOutcome::Respond(response)) => {
+                early = Some(response);
+                break;
+            }
+            Err(e) => {
+                early = Some(error::into_response(&e, &info.request_id));
+                break;
+            }
+        }
+    }
+
+    let mut response = match (early, request) {
+        (Some(r), _) => r,
+        (None, Some(request)) => match target(runtime, route, request, info).await {
+            Ok(r) => r,
+            Err(e) => error::into_response(&e, &info.request_id),
+        },
+        (None, None) => error::into_response(
+            &GatewayError::Internal(anyhow::anyhow!("request lost in the filter chain")),
+            &info.request_id,
+        ),
+    };
+
+    while let Some((mut instance, filter)) = entered.pop() {
+        response = match filter_response(runtime, &mut instance, filter, response).await {
+            Ok(r) => r,
+            Err(e) => error::into_response(&e, &info.request_id),
+        };
+    }
+    response
+}
+
+async fn instantiate(
+    runtime: &Runtime,
+    route: &RouteEntry,
+    use_: &RoutePlugin,
+    info: &RequestInfo,
+) -> Result<PluginInstance, GatewayError> {
+    let plugin = runtime
+        .plugins
+        .get(&use_.plugin)
+        .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("plugin `{}` is not loaded", use_.plugin)))?;
+    let call = CallContext {
+        plugin: format!("{}@{}", plugin.name(), plugin.version()).into(),
+        config_json: Arc::clone(&use_.config_json),
+        request_id: Arc::clone(&info.request_id),
+        route: Arc::clone(&route.pattern),
+        params: Arc::clone(&info.params),
+        granted: Arc::clone(&use_.upstreams),
+        upstreams: Arc::clone(&runtime.upstreams),
+        max_body_bytes: runtime.max_body_bytes,
+    };
+    PluginInstance::new(&runtime.engine, plugin, call).await
+}
+
+enum FilterOutcome {
+    Continue(Request<Body>),
+    Respond(Response<Body>),
+}
+
+async fn filter_request(
+    runtime: &Runtime,
+    instance: &mut PluginInstance,
+    filter: &RoutePlugin,
+    request: Request<Body>,
+) -> Result<FilterOutcome, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let (body, visible) = if filter.buffer_body {
+        let bytes = read_request_body(body, runtime.max_body_bytes).await?;
+        (body::full(bytes.clone()), Some(bytes.to_vec()))
+    } else {
+        (body, None)
+    };
+    let record = request_to_plugin(&parts, visible);
+    match instance.on_request(record).await? {
+        RequestAction::Continue(rewritten) => {
+            let replaced = apply_request(&mut parts, rewritten).map_err(|e| invalid_output(instance, e))?;
+            let body = match replaced {
+                Some(bytes) => body::full(bytes),
+                None => body,
+            };
+            Ok(FilterOutcome::Continue(Request::from_parts(parts, body)))
+        }
+        RequestAction::Respond(response) => {
+            let response = response_from_plugin(response).map_err(|e| invalid_output(instance, e))?;
+            Ok(FilterOutcome::Respond(response))
+        }
+    }
+}
+
+async fn filter_response(
+    runtime: &Runtime,
+    instance: &mut PluginInstance,
+    filter: &RoutePlugin,
+    response: Response<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = response.into_parts();
+    let (body, visible) = if filter.buffer_body {
+        match body::collect(body, runtime.max_body_bytes).await {
+            Ok(bytes) => (body::full(bytes.clone()), Some(bytes.to_vec())),
+            Err(CollectError::TooLarge) => {
+                return Err(GatewayError::Internal(anyhow::anyhow!(
+                    "response body larger than {} bytes cannot be buffered for filter `{}`",
+                    runtime.max_body_bytes,
+                    filter.plugin
+                )));
+            }
+            Err(CollectError::Stream(e)) => {
+                return Err(GatewayError::Internal(anyhow::anyhow!("response body failed: {e}")));
+            }
+        }
+    } else {
+        (body, None)
+    };
+    let record = bindings::Response {
+        status: parts.status.as_u16(),
+        headers: headers_to_plugin(&parts.headers),
+        body: visible,
+    };
+    let rewritten = instance.on_response(record).await?;
+    parts.status = status_from_plugin(rewritten.status).map_err(|e| invalid_output(instance, e))?;
+    parts.headers = headers_from_plugin(&rewritten.headers).map_err(|e| invalid_output(instance, e))?;
+    match rewritten.body {
+        Some(bytes) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            Ok(Response::from_parts(parts, body::full(bytes)))
+        }
+        None => Ok(Response::from_parts(parts, body)),
+    }
+}
+
+async fn target(
+    runtime: &Runtime,
+    route: &RouteEntry,
+    request: Request<Body>,
+    info: &RequestInfo,
+) -> Result<Response<Body>, GatewayError> {
+    match &route.target {
+        Target::Upstream(upstream) => {
+            crate::upstream::proxy(upstream, request, info.client, &info.request_id).await
+        }
+        Target::Handler(handler) => {
+            let mut instance = instantiate(runtime, route, handler, info).await?;
+            let (parts, body) = request.into_parts();
+            let bytes = read_request_body(body, runtime.max_body_bytes).await?;
+            let record = request_to_plugin(&parts, Some(bytes.to_vec()));
+            let response = instance.handle(record).await?;
+            response_from_plugin(response).map_err(|e| invalid_output(&instance, e))
+        }
+    }
+}
+
+async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    match body::collect(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(CollectError::TooLarge) => Err(GatewayError::BodyTooLarge { limit }),
+        Err(CollectError::Stream(e)) => Err(GatewayError::BadRequest(format!("could not read the request body: {e}"))),
+    }
+}
+
+fn invalid_output(instance: &PluginInstance, message: String) -> GatewayError {
+    GatewayError::Plugin {
+        plugin: format!("{}@{}", instance.plugin().name(), instance.plugin().version()),
+        kind: PluginFailure::InvalidOutput,
+        source: anyhow::anyhow!(message),
+    }
+}
+
+/// The request as a plugin record.
+pub fn request_to_plugin(parts: &http::request::Parts, body: Option<Vec<u8>>) -> bindings::Request {
+    bindings::Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: headers_to_plugin(&parts.headers),
+        body,
+    }
+}
+
+/// Applies a filter's rewritten request; returns the new body if the filter set one.
+fn apply_request(parts: &mut http::request::Parts, rewritten: bindings::Request) -> Result<Option<Vec<u8>>, String> {
+    parts.method = http::Method::from_bytes(rewritten.method.as_bytes())
+        .map_err(|_| format!("returned an invalid method `{}`", rewritten.method))?;
+    if !rewritten.path.starts_with('/') {
+        return Err(format!("returned a path that does not start with '/': `{}`", rewritten.path));
+    }
+    let path_and_query = match &rewritten.query {
+        Some(q) => format!("{}?{}", rewritten.path, q),
+        None => rewritten.path.clone(),
+    };
+    let pq: http::uri::PathAndQuery = path_and_query
+        .parse()
+        .map_err(|_| format!("returned an invalid path or query `{path_and_query}`"))?;
+    let mut uri = http::uri::Parts::from(parts.uri.clone());
+    uri.path_and_query = Some(pq);
+    parts.uri = http::Uri::from_parts(uri).map_err(|e| format!("returned an invalid URI: {e}"))?;
+    parts.headers = headers_from_plugin(&rewritten.headers)?;
+    if let Some(body) = &rewritten.body {
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    Ok(rewritten.body)
+}
+
+/// A plugin's response as an HTTP response.
+pub fn response_from_plugin(response: bindings::Response) -> Result<Response<Body>, String> {
+    let mut out = Response::new(body::full(response.body.unwrap_or_default()));
+    *out.status_mut() = status_from_plugin(response.status)?;
+    let mut headers = headers_from_plugin(&response.headers)?;
+    // The body's length is known; the gateway frames it.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+fn status_from_plugin(status: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(status) {
+        Ok(s) if (200..=599).contains(&status) => Ok(s),
+        _ => Err(format!("returned status {status}, outside 200..=599")),
+    }
+}
+
+/// Headers as plugin records.
+pub fn headers_to_plugin(headers: &HeaderMap) -> Vec<bindings::Header> {
+    headers
+        .iter()
+        .map(|(name, value)| bindings::Header {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+/// One header from a plugin, checked: a name must be a token, a value must not hold CR, LF or NUL.
+pub fn header_from_plugin(h: &bindings::Header) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("returned an invalid header name {:?}", h.name))?;
+    let value = HeaderValue::from_bytes(&h.value)
+        .map_err(|_| format!("returned an invalid value for header `{name}` (control characters are not allowed)"))?;
+    Ok((name, value))
+}
+
+fn headers_from_plugin(list: &[bindings::Header]) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::with_capacity(list.len());
+    for h in list {
+        let (name, value) = header_from_plugin(h)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &str, value: &[u8]) -> bindings::Header {
+        bindings::Header {
+            name: name.to_owned(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn header_values_with_control_characters_are_refused() {
+        assert!(header_from_plugin(&header("x-a", b"ok")).is_ok());
+        assert!(header_from_plugin(&header("x-a", b"a\r\nb")).is_err());
+        assert!(header_from_plugin(&header("x-a", b"a\0b")).is_err());
+        assert!(header_from_plugin(&header("x a", b"v")).is_err());
+        assert!(header_from_plugin(&header("", b"v")).is_err());
+    }
+
+    #[test]
+    fn plugin_status_must_be_final() {
+        assert!(status_from_plugin(200).is_ok());
+        assert!(status_from_plugin(101).is_err());
+        assert!(status_from_plugin(600).is_err());
+    }
+
+    #[test]
+    fn rewritten_request_is_applied() {
+        let (mut parts, _) = Request::get("/a?x=1").body(()).unwrap().into_parts();
+        let rewritten = bindings::Request {
+            method: "POST".into(),
+            path: "/b".into(),
+            query: Some("y=2".into()),
+            headers: vec![header("x-new", b"1")],
+            body: Some(b"hi".to_vec()),
+        };
+        let body = apply_request(&mut parts, rewritten).unwrap();
+        assert_eq!(parts.method, http::Method::POST);
+        assert_eq!(parts.uri, "/b?y=2");
+        assert_eq!(parts.headers["x-new"], "1");
+        assert_eq!(parts.headers[header::CONTENT_LENGTH], "2");
+        assert_eq!(body.as_deref(), Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn rewritten_path_must_be_absolute() {
+        let (mut parts, _) = Request::get("/a").body(()).unwrap().into_parts();
+        let rewritten = bindings::Request {
+            method: "GET".into(),
+            path: "b".into(),
+            query: None,
+            headers: vec![],
+            body: None,
+        };
+        assert!(apply_request(&mut parts, rewritten).is_err());
+    }
+}

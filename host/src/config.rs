@@ -1,0 +1,487 @@
+//! `tessera.toml`: the one config file.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere) and every error names the key and, where
+//! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
+//! relative to the file's directory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config that could not be loaded; the message names the file, key and line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parses but a value is wrong.
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending value (0 when unknown).
+        line: usize,
+        /// The key, e.g. `routes[2].upstream`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where plugins come from and their default limits.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Named upstream services.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched by method and path.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The directory relative paths resolve against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest request body the gateway buffers for a plugin, in bytes. Default 10 MiB.
+    /// Proxied bodies stream and are not limited by this.
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests, in ms. Default 30000.
+    pub shutdown_grace_ms: u64,
+    /// Connections served at once; further connections wait in the accept queue. Default 10000.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// A directory whose `<name>.wasm` files are loaded as plugin `<name>`. Default: none.
+    pub directory: Option<PathBuf>,
+    /// Plugins by name and file, in addition to the directory's.
+    pub files: BTreeMap<String, PathBuf>,
+    /// Limits every plugin call gets.
+    pub limits: PluginLimits,
+    /// Plugin instances alive at once across all requests (sizes the instance pool). Default 256.
+    pub max_instances: u32,
+    /// Where compiled plugins are cached between runs. Default: none (compile at every start).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            files: BTreeMap::new(),
+            limits: PluginLimits::default(),
+            max_instances: 256,
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[plugins.limits]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Wall-clock budget of one plugin call (on-request, on-response or handle), in ms,
+    /// including time spent waiting on outbound calls. Default 5000.
+    pub timeout_ms: u64,
+    /// Largest linear memory a plugin instance may grow to, in bytes. Default 64 MiB.
+    pub memory_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5_000,
+            memory_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[upstreams.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` targets, used round-robin.
+    pub targets: Vec<Spanned<String>>,
+    /// TCP connect timeout in ms. Default 1000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time to wait for response headers, in ms. Default 15000.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Idle keep-alive connections kept per target. Default 32.
+    #[serde(default = "default_pool_idle")]
+    pub max_idle_per_target: usize,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_response_timeout_ms() -> u64 {
+    15_000
+}
+fn default_pool_idle() -> usize {
+    32
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path pattern: `/users/{id}`, or a catch-all tail `/static/{*rest}`.
+    pub path: Spanned<String>,
+    /// Methods served; empty means any.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Proxy target: the name of an upstream.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+    /// Plugin target.
+    #[serde(default)]
+    pub handler: Option<HandlerConfig>,
+    /// Filters in the order they see the request.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+/// A route's `handler = { plugin = "...", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Plugin name.
+    pub plugin: Spanned<String>,
+    /// Free-form config handed to the plugin as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// Upstreams the plugin may call by name.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<String>>,
+}
+
+/// One entry of a route's `filters`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Plugin name.
+    pub plugin: Spanned<String>,
+    /// Free-form config handed to the plugin as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// Buffer bodies (up to `server.max_body_bytes`) so the filter can read and rewrite them.
+    /// Default false: bodies stream past the filter.
+    #[serde(default)]
+    pub buffer_body: bool,
+    /// Upstreams the filter may call by name.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.base_dir = base_dir.to_owned();
+        Validator { text, path }.check(&config)?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Every plugin named by routes, with the keys that name it (for messages).
+    pub fn plugin_uses(&self) -> Vec<(&str, PluginUse)> {
+        let mut uses = Vec::new();
+        for route in &self.routes {
+            if let Some(h) = &route.handler {
+                uses.push((h.plugin.get_ref().as_str(), PluginUse::Handler));
+            }
+            for f in &route.filters {
+                uses.push((f.plugin.get_ref().as_str(), PluginUse::Filter));
+            }
+        }
+        uses
+    }
+}
+
+/// How a route uses a plugin, which decides the world it must implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginUse {
+    /// As a filter (`tessera:gateway/filter`).
+    Filter,
+    /// As a handler (`tessera:gateway/handler`).
+    Handler,
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].lines().count().max(1)
+    }
+
+    fn err<T>(&self, span_start: usize, key: String, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: if span_start == usize::MAX { 0 } else { self.line(span_start + 1) },
+            key,
+            message: message.into(),
+        })
+    }
+
+    fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.server.max_connections == 0 {
+            return self.err(usize::MAX, "server.max_connections".into(), "must be at least 1");
+        }
+        if config.plugins.max_instances == 0 {
+            return self.err(usize::MAX, "plugins.max_instances".into(), "must be at least 1");
+        }
+        if config.plugins.limits.timeout_ms == 0 {
+            return self.err(usize::MAX, "plugins.limits.timeout_ms".into(), "must be at least 1");
+        }
+        if config.plugins.limits.memory_bytes < 64 * 1024 {
+            return self.err(
+                usize::MAX,
+                "plugins.limits.memory_bytes".into(),
+                "must be at least 65536 (one wasm page)",
+            );
+        }
+        for name in config.plugins.files.keys() {
+            if !valid_name(name) {
+                return self.err(
+                    usize::MAX,
+                    format!("plugins.files.{name}"),
+                    "plugin names use letters, digits, '-' and '_'",
+                );
+            }
+        }
+        for (name, upstream) in &config.upstreams {
+            let key = format!("upstreams.{name}");
+            if !valid_name(name) {
+                return self.err(usize::MAX, key, "upstream names use letters, digits, '-' and '_'");
+            }
+            if upstream.targets.is_empty() {
+                return self.err(usize::MAX, format!("{key}.targets"), "needs at least one target");
+            }
+            for t in &upstream.targets {
+                if let Err(m) = crate::upstream::parse_target(t.get_ref()) {
+                    return self.err(t.span().start, format!("{key}.targets"), m);
+                }
+            }
+            if upstream.connect_timeout_ms == 0 || upstream.response_timeout_ms == 0 {
+                return self.err(usize::MAX, key, "timeouts must be at least 1 ms");
+            }
+        }
+        let mut table = crate::router::RouterBuilder::default();
+        for (i, route) in config.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let mut methods = Vec::new();
+            for m in &route.methods {
+                match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => methods.push(method),
+                    Err(_) => {
+                        return self.err(m.span().start, format!("{key}.methods"), format!("`{}` is not an HTTP method", m.get_ref()));
+                    }
+                }
+            }
+            if let Err(m) = table.insert(route.path.get_ref(), &methods, i) {
+                return self.err(route.path.span().start, format!("{key}.path"), m.to_string());
+            }
+            match (&route.upstream, &route.handler) {
+                (Some(_), Some(h)) => {
+                    return self.err(h.plugin.span().start, key, "has both `upstream` and `handler`; a route has one target");
+                }
+                (None, None) => {
+                    return self.err(route.path.span().start, key, "needs a target: `upstream = \"name\"` or `handler = { plugin = \"name\" }`");
+                }
+                (Some(u), None) => self.check_upstream(config, u, format!("{key}.upstream"))?,
+                (None, Some(h)) => {
+                    self.check_plugin(config, &h.plugin, format!("{key}.handler.plugin"))?;
+                    for u in &h.upstreams {
+                        self.check_upstream(config, u, format!("{key}.handler.upstreams"))?;
+                    }
+                }
+            }
+            for (j, f) in route.filters.iter().enumerate() {
+                self.check_plugin(config, &f.plugin, format!("{key}.filters[{j}].plugin"))?;
+                for u in &f.upstreams {
+                    self.check_upstream(config, u, format!("{key}.filters[{j}].upstreams"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_upstream(&self, config: &Config, name: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+        if config.upstreams.contains_key(name.get_ref()) {
+            return Ok(());
+        }
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        self.err(
+            name.span().start,
+            key,
+            format!("unknown upstream `{}` (defined: {})", name.get_ref(), list_or_none(&known)),
+        )
+    }
+
+    fn check_plugin(&self, config: &Config, name: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+        if !valid_name(name.get_ref()) {
+            return self.err(name.span().start, key, "plugin names use letters, digits, '-' and '_'");
+        }
+        // Plugins found in `plugins.directory` are only known once the directory is read, which
+        // `PluginRegistry::load` does; here we can only vouch for explicit files.
+        if config.plugins.directory.is_none() && !config.plugins.files.contains_key(name.get_ref()) {
+            let known: Vec<&str> = config.plugins.files.keys().map(String::as_str).collect();
+            return self.err(
+                name.span().start,
+                key,
+                format!("unknown plugin `{}` (in plugins.files: {})", name.get_ref(), list_or_none(&known)),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+}
+
+/// Upstream and plugin names: what can appear as a URL host or a file stem without surprises.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Plugin config tables become the JSON the plugin reads with `config::get`.
+pub fn table_to_json(table: Option<&toml::Table>) -> String {
+    match table {
+        None => "{}".to_owned(),
+        Some(t) => serde_json::to_string(t).unwrap_or_else(|_| "{}".to_owned()),
+    }
+}
+
+/// Names that appear twice in a list, for messages.
+pub fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    names.into_iter().filter(|n| !seen.insert(*n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tessera.toml"), Path::new("."))
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_upstream_names_route_key_and_line() {
+        let text = "[upstreams.users]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\npath = \"/a\"\nupstream = \"user\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert_eq!(err, "tessera.toml:6: routes[0].upstream: unknown upstream `user` (defined: users)");
+    }
+
+    #[test]
+    fn route_conflict_is_rejected() {
+        let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/a/{x}\"\nupstream = \"u\"\n[[routes]]\npath = \"/a/{y}\"\nupstream = \"u\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("routes[1].path"), "{err}");
+        assert!(err.contains("conflicts"), "{err}");
+    }
+
+    #[test]
+    fn bad_target_and_method() {
+        let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n").unwrap_err().to_string();
+        assert!(err.contains("upstreams.u.targets"), "{err}");
+        let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nmethods = [\"GE T\"]\nupstream = \"u\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].methods"), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_becomes_json() {
+        let text = "[plugins.files]\nh = \"h.wasm\"\n[[routes]]\npath = \"/\"\nhandler = { plugin = \"h\", config = { greeting = \"hi\", n = 2 } }\n";
+        let config = parse(text).unwrap();
+        let json = table_to_json(config.routes[0].handler.as_ref().unwrap().config.as_ref());
+        assert_eq!(json, r#"{"greeting":"hi","n":2}"#);
+    }
+
+    #[test]
+    fn target_required() {
+        let err = parse("[[routes]]\npath = \"/\"\n").unwrap_err().to_string();
+        assert!(err.contains("needs a target"), "{err}");
+    }
+}

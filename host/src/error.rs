@@ -1,0 +1,199 @@
+//! Every failure on the request path, and the one function that turns it into a response.
+//!
+//! Clients get a short JSON body (`{"error": "...", "message": "...", "request_id": "..."}`);
+//! the detail (upstream addresses, trap backtraces) goes to the log only.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something we will not serve.
+    Client,
+    /// A plugin trapped, timed out, hit a limit or returned something invalid.
+    Plugin,
+    /// An upstream was unreachable, slow or broke the connection.
+    Upstream,
+    /// The gateway itself.
+    Internal,
+}
+
+/// How a plugin call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PluginFailure {
+    /// The guest trapped: panic, unreachable, stack overflow, out of memory.
+    Trap,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The instance pool is exhausted: too many plugin calls at once.
+    Overloaded,
+    /// The plugin returned something the gateway cannot send (bad status, header, size).
+    InvalidOutput,
+    /// The plugin could not be instantiated (e.g. its memory needs exceed the cap).
+    Instantiate,
+}
+
+/// An error on the request path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// No route matches the path.
+    #[error("no route for this path")]
+    RouteNotFound,
+    /// A route matches the path but not the method.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Methods the path does allow.
+        allow: Vec<Method>,
+    },
+    /// The request body is larger than the gateway buffers.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request could not be read or is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The upstream could not be reached or broke the exchange.
+    #[error("upstream `{upstream}` failed")]
+    UpstreamConnect {
+        /// The upstream's name.
+        upstream: String,
+        /// What went wrong.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// The upstream sent no response headers in time.
+    #[error("upstream `{upstream}` did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        /// The upstream's name.
+        upstream: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// A plugin failed.
+    #[error("plugin `{plugin}` failed ({kind:?})")]
+    Plugin {
+        /// Plugin name and version.
+        plugin: String,
+        /// How it failed.
+        kind: PluginFailure,
+        /// Detail for the log.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// A bug or an unexpected condition in the gateway.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl GatewayError {
+    /// Who caused it.
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::RouteNotFound | Self::MethodNotAllowed { .. } | Self::BodyTooLarge { .. } | Self::BadRequest(_) => {
+                ErrorSource::Client
+            }
+            Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
+            Self::Plugin { .. } => ErrorSource::Plugin,
+            Self::Internal(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// Whether sending the same request again could succeed without changing it.
+    pub fn retry_safe(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamConnect { .. }
+                | Self::Plugin {
+                    kind: PluginFailure::Overloaded,
+                    ..
+                }
+        )
+    }
+
+    /// The status and machine-readable code clients see.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::Plugin { kind, .. } => match kind {
+                PluginFailure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "plugin_timeout"),
+                PluginFailure::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "plugin_overloaded"),
+                PluginFailure::Trap | PluginFailure::InvalidOutput | PluginFailure::Instantiate => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed")
+                }
+            },
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// What the client may read: no addresses, no plugin internals.
+    fn public_message(&self) -> String {
+        match self {
+            Self::RouteNotFound => "no route matches this path".into(),
+            Self::MethodNotAllowed { .. } => "this path does not accept this method".into(),
+            Self::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
+            Self::BadRequest(m) => m.clone(),
+            Self::UpstreamConnect { upstream, .. } => format!("upstream `{upstream}` is unavailable"),
+            Self::UpstreamTimeout { upstream, .. } => format!("upstream `{upstream}` timed out"),
+            Self::Plugin { kind, .. } => match kind {
+                PluginFailure::Timeout => "a plugin ran out of time".into(),
+                PluginFailure::Overloaded => "too many plugin calls in progress; retry later".into(),
+                _ => "a plugin failed while serving this request".into(),
+            },
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+}
+
+/// Turns an error into the response the client gets, and logs what the client does not see.
+pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
+    let (status, code) = err.status();
+    match err.source_kind() {
+        ErrorSource::Client => tracing::debug!(error = %err, request_id, "rejected request"),
+        _ => tracing::warn!(error = anyhow_chain(err), request_id, "request failed"),
+    }
+    let body = serde_json::json!({
+        "error": code,
+        "message": err.public_message(),
+        "request_id": request_id,
+    });
+    let mut response = Response::new(body::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(crate::server::REQUEST_ID, v);
+    }
+    if let GatewayError::MethodNotAllowed { allow } = err {
+        let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+        if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+            headers.insert(header::ALLOW, v);
+        }
+    }
+    response
+}
+
+/// The error with its whole source chain, for the log.
+fn anyhow_chain(err: &GatewayError) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

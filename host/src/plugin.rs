@@ -1,0 +1,736 @@
+//! The plugin runtime: engine, loading, a fresh instance per request, limits, host imports.
+//!
+//! A plugin is compiled once per version into an [`InstancePre`]; every request that uses it gets
+//! a new [`Store`] and instance from the pooling allocator. Each call into the guest runs under a
+//! wall-clock deadline enforced twice: epoch interruption traps a guest that computes past it, and
+//! a tokio timeout ends a call that waits on the host past it (epochs do not tick there).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{self, RequestAction, request_filter, request_handler};
+use crate::config::{PluginLimits, PluginUse, PluginsConfig};
+use crate::error::{GatewayError, PluginFailure};
+use crate::upstream::Upstreams;
+
+/// How often the epoch advances; the granularity of plugin deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The wasmtime engine, its linker and the epoch ticker, shared by all plugins of a gateway.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    limits: PluginLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    /// Builds an engine for the `[plugins]` settings.
+    pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
+        let limits = config.limits;
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            // A Rust guest is one main module plus a few small shim modules.
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n)
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(limits.memory_bytes)
+            // Resetting a slot by rewriting its pages is far cheaper than faulting them back in.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 20);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("creating the wasm engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        bindings::PluginWorld::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the tessera:gateway imports")?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&ticker_stop);
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("tessera-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch thread")?;
+
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// The underlying engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The limits each call gets.
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// Compiles a component (or loads it from `cache_dir`) and checks its imports and exports.
+    /// Runs the compiler on a blocking thread.
+    pub async fn load(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: Vec<u8>,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<LoadedPlugin> {
+        let digest = Sha256::digest(&bytes);
+        let version = hex(&digest[..6]);
+        let this = Arc::clone(self);
+        let cache = cache_dir.map(|dir| dir.join(format!("{}-{:016x}.cwasm", hex(&digest), self.fingerprint())));
+        let component = tokio::task::spawn_blocking(move || this.compile(&bytes, cache.as_deref()))
+            .await
+            .context("compiler thread failed")??;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component imports something the gateway does not provide")?;
+        let filter = request_filter::GuestIndices::new(&pre).ok();
+        let handler = request_handler::GuestIndices::new(&pre).ok();
+        if filter.is_none() && handler.is_none() {
+            bail!("the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler");
+        }
+        Ok(LoadedPlugin {
+            name: name.to_owned(),
+            version,
+            loaded_at: SystemTime::now(),
+            pre,
+            filter,
+            handler,
+        })
+    }
+
+    /// A hash of everything about this engine that decides whether compiled code fits it.
+    fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    }
+
+    fn compile(&self, bytes: &[u8], cache: Option<&Path>) -> anyhow::Result<Component> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => bail!(
+                "this is a core wasm module, not a component; build the plugin for wasm32-wasip2"
+            ),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => bail!("not a WebAssembly component (the file does not start with the component header)"),
+        }
+        if let Some(path) = cache {
+            if let Some(component) = self.read_cache(path) {
+                return Ok(component);
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
+        if let Some(path) = cache {
+            if let Err(e) = write_cache(path, &component) {
+                tracing::warn!(cache = %path.display(), error = %e, "could not write the plugin cache");
+            }
+        }
+        Ok(component)
+    }
+
+    /// A cache file is `sha256(payload) ‖ payload`; anything that does not verify is ignored.
+    fn read_cache(&self, path: &Path) -> Option<Component> {
+        let data = std::fs::read(path).ok()?;
+        if data.len() < 32 || Sha256::digest(&data[32..]).as_slice() != &data[..32] {
+            tracing::warn!(cache = %path.display(), "ignoring a corrupt plugin cache entry");
+            return None;
+        }
+        // SAFETY: `deserialize` runs native code it is handed. The payload is byte-for-byte what
+        // `Component::serialize` wrote for this engine fingerprint (checked by the digest above),
+        // and wasmtime itself rejects payloads from another engine version or configuration.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &data[32..]) };
+        match component {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(cache = %path.display(), error = %e, "ignoring an incompatible plugin cache entry");
+                None
+            }
+        }
+    }
+
+    /// Creates a store for one request.
+    fn store(&self, call: Arc<CallContext>) -> Store<PluginState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(PluginOutput {
+            plugin: Arc::clone(&call.plugin),
+            stream: "stdout",
+        })
+        .stderr(PluginOutput {
+            plugin: Arc::clone(&call.plugin),
+            stream: "stderr",
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: PluginLimiter {
+                max_memory: self.limits.memory_bytes,
+                memory_denied: false,
+            },
+            call,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let payload = component.serialize().map_err(anyhow::Error::from)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut data = Vec::with_capacity(32 + payload.len());
+    data.extend_from_slice(&Sha256::digest(&payload));
+    data.extend_from_slice(&payload);
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A compiled plugin version, ready to instantiate.
+pub struct LoadedPlugin {
+    name: String,
+    version: String,
+    loaded_at: SystemTime,
+    pre: InstancePre<PluginState>,
+    filter: Option<request_filter::GuestIndices>,
+    handler: Option<request_handler::GuestIndices>,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("filter", &self.filter.is_some())
+            .field("handler", &self.handler.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Content hash prefix identifying this version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// When this version was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// Whether the component can serve the given use.
+    pub fn supports(&self, usage: PluginUse) -> bool {
+        match usage {
+            PluginUse::Filter => self.filter.is_some(),
+            PluginUse::Handler => self.handler.is_some(),
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Loaded plugins by name.
+#[derive(Debug, Default)]
+pub struct PluginRegistry {
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+}
+
+impl PluginRegistry {
+    /// Loads every plugin the config names (explicit files and the directory's `*.wasm`) and
+    /// checks each route's use of them.
+    pub async fn load(engine: &Arc<PluginEngine>, config: &crate::config::Config) -> anyhow::Result<Self> {
+        let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        if let Some(dir) = &config.plugins.directory {
+            let dir = config.resolve(dir);
+            let entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading plugins.directory {}", dir.display()))?;
+            for entry in entries {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "wasm") {
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        if crate::config::valid_name(stem) {
+                            files.insert(stem.to_owned(), path.clone());
+                        } else {
+                            tracing::warn!(file = %path.display(), "skipping a plugin file whose name is not a valid plugin name");
+                        }
+                    }
+                }
+            }
+        }
+        for (name, path) in &config.plugins.files {
+            files.insert(name.clone(), config.resolve(path));
+        }
+        let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
+        let mut plugins = BTreeMap::new();
+        for (name, path) in files {
+            let bytes = tokio::fs::read(&path)
+                .await
+                .with_context(|| format!("reading plugin `{name}` from {}", path.display()))?;
+            let started = Instant::now();
+            let plugin = engine
+                .load(&name, bytes, cache_dir.as_deref())
+                .await
+                .with_context(|| format!("loading plugin `{name}` from {}", path.display()))?;
+            tracing::info!(plugin = %name, version = %plugin.version, took_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+            plugins.insert(name, Arc::new(plugin));
+        }
+        let registry = Self { plugins };
+        registry.check_uses(config)?;
+        Ok(registry)
+    }
+
+    /// Checks that every plugin a route names exists and implements the world the route needs.
+    pub fn check_uses(&self, config: &crate::config::Config) -> anyhow::Result<()> {
+        for (name, usage) in config.plugin_uses() {
+            let Some(plugin) = self.plugins.get(name) else {
+                bail!("a route uses plugin `{name}`, which is not loaded (check plugins.files / plugins.directory)");
+            };
+            if !plugin.supports(usage) {
+                let (world, iface) = match usage {
+                    PluginUse::Filter => ("filter", "request-filter"),
+                    PluginUse::Handler => ("handler", "request-handler"),
+                };
+                bail!(
+                    "a route uses plugin `{name}` as a {world}, but it does not export tessera:gateway/{iface} (build it for the `{world}` world)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The current version of a plugin.
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.get(name)
+    }
+
+    /// All plugins.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.values()
+    }
+}
+
+/// What the host imports know about the request a plugin instance serves.
+#[derive(Debug)]
+pub struct CallContext {
+    /// `name@version`, for logs.
+    pub plugin: Arc<str>,
+    /// The route's plugin config as JSON.
+    pub config_json: Arc<str>,
+    /// The request id.
+    pub request_id: Arc<str>,
+    /// The matched route pattern.
+    pub route: Arc<str>,
+    /// Path parameters.
+    pub params: Arc<[(String, String)]>,
+    /// Upstreams this plugin may call on this route.
+    pub granted: Arc<[String]>,
+    /// The gateway's upstreams.
+    pub upstreams: Arc<Upstreams>,
+    /// Largest response body an outbound call may hand the plugin.
+    pub max_body_bytes: usize,
+}
+
+/// Per-store data: WASI, the limiter and the request's context.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: PluginLimiter,
+    call: Arc<CallContext>,
+}
+
+impl fmt::Debug for PluginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginState").field("call", &self.call).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory and remembers whether the cap was hit, so the log can say so.
+struct PluginLimiter {
+    max_memory: usize,
+    memory_denied: bool,
+}
+
+impl ResourceLimiter for PluginLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_memory;
+        if !ok {
+            self.memory_denied = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Guest stdout/stderr: each line becomes a log event tagged with the plugin.
+#[derive(Clone)]
+struct PluginOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl IsTerminal for PluginOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for PluginOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineLogger {
+            plugin: Arc::clone(&self.plugin),
+            stream: self.stream,
+            line: Vec::new(),
+        })
+    }
+}
+
+/// Longest line kept before it is logged in pieces.
+const MAX_LINE: usize = 4096;
+
+struct LineLogger {
+    plugin: Arc<str>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+impl LineLogger {
+    fn emit(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        tracing::info!(target: "tessera::plugin", plugin = %self.plugin, stream = self.stream, "{}", text.trim_end());
+        self.line.clear();
+    }
+}
+
+impl tokio::io::AsyncWrite for LineLogger {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit();
+            } else {
+                self.line.push(b);
+                if self.line.len() >= MAX_LINE {
+                    self.emit();
+                }
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}
+
+/// One plugin instance serving one request. A filter's instance lives from its on-request to its
+/// on-response, so a filter may carry state between the two phases of the same request.
+pub struct PluginInstance {
+    store: Store<PluginState>,
+    plugin: Arc<LoadedPlugin>,
+    instance: wasmtime::component::Instance,
+    timeout: Duration,
+}
+
+impl fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginInstance").field("plugin", &self.plugin.label()).finish_non_exhaustive()
+    }
+}
+
+impl PluginInstance {
+    /// Instantiates `plugin` for a request.
+    pub async fn new(engine: &PluginEngine, plugin: &Arc<LoadedPlugin>, call: CallContext) -> Result<Self, GatewayError> {
+        let mut store = engine.store(Arc::new(call));
+        let timeout = Duration::from_millis(engine.limits.timeout_ms);
+        arm_deadline(&mut store, timeout);
+        let instance = match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
+            Ok(Ok(instance)) => instance,
+            Ok(Err(e)) => {
+                let kind = if is_pool_exhausted(&format!("{e:#}")) {
+                    PluginFailure::Overloaded
+                } else if e.downcast_ref::<Trap>().is_some() {
+                    PluginFailure::Trap
+                } else {
+                    PluginFailure::Instantiate
+                };
+                return Err(failure(plugin, kind, anyhow::Error::from(e).context("instantiating")));
+            }
+            Err(_) => {
+                return Err(failure(plugin, PluginFailure::Timeout, anyhow::anyhow!("instantiation timed out")));
+            }
+        };
+        Ok(Self {
+            store,
+            plugin: Arc::clone(plugin),
+            instance,
+            timeout,
+        })
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Calls the filter's `on-request`.
+    pub async fn on_request(&mut self, request: bindings::Request) -> Result<RequestAction, GatewayError> {
+        let indices = self.plugin.filter.as_ref().ok_or_else(|| self.not_a("filter"))?;
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result = tokio::time::timeout(self.timeout, guest.call_on_request(&mut self.store, &request)).await;
+        self.finish(result, "on-request")
+    }
+
+    /// Calls the filter's `on-response`.
+    pub async fn on_response(&mut self, response: bindings::Response) -> Result<bindings::Response, GatewayError> {
+        let indices = self.plugin.filter.as_ref().ok_or_else(|| self.not_a("filter"))?;
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result = tokio::time::timeout(self.timeout, guest.call_on_response(&mut self.store, &response)).await;
+        self.finish(result, "on-response")
+    }
+
+    /// Calls the handler's `handle`.
+    pub async fn handle(&mut self, request: bindings::Request) -> Result<bindings::Response, GatewayError> {
+        let indices = self.plugin.handler.as_ref().ok_or_else(|| self.not_a("handler"))?;
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result = tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
+        self.finish(result, "handle")
+    }
+
+    fn not_a(&self, world: &str) -> GatewayError {
+        failure(
+            &self.plugin,
+            PluginFailure::Instantiate,
+            anyhow::anyhow!("plugin is not a {world}"),
+        )
+    }
+
+    fn finish<R>(
+        &mut self,
+        result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        export: &str,
+    ) -> Result<R, GatewayError> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let kind = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => PluginFailure::Timeout,
+                    _ => PluginFailure::Trap,
+                };
+                let mut e = anyhow::Error::from(e).context(format!("{export} trapped"));
+                if self.store.data().limiter.memory_denied {
+                    e = e.context(format!(
+                        "the plugin's memory limit ({} bytes) was reached",
+                        self.store.data().limiter.max_memory
+                    ));
+                }
+                Err(failure(&self.plugin, kind, e))
+            }
+            Err(_) => Err(failure(
+                &self.plugin,
+                PluginFailure::Timeout,
+                anyhow::anyhow!("{export} did not finish within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+/// Arms the epoch deadline for one call: the guest yields to tokio every tick, and traps with
+/// `Trap::Interrupt` once the wall-clock budget is spent.
+fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+fn is_pool_exhausted(text: &str) -> bool {
+    text.contains("concurrent") && text.contains("limit")
+}
+
+fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
+    GatewayError::Plugin {
+        plugin: plugin.label(),
+        kind,
+        source,
+    }
+}
+
+mod host {
+    //! The `tessera:gateway` imports, implemented on [`PluginState`].
+
+    use super::PluginState;
+    use crate::bindings::{Level, config, context, http_client, log};
+    use crate::bindings::{HttpError, OutgoingRequest, Response};
+
+    /// Longest log message a plugin may write; longer ones are cut.
+    const MAX_LOG_MESSAGE: usize = 8192;
+
+    impl log::Host for PluginState {
+        fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+            let mut message = message;
+            if message.len() > MAX_LOG_MESSAGE {
+                let mut cut = MAX_LOG_MESSAGE;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push_str(" […]");
+            }
+            let plugin = &*self.call.plugin;
+            let request_id = &*self.call.request_id;
+            match level {
+                Level::Trace => tracing::trace!(target: "tessera::plugin", plugin, request_id, "{message}"),
+                Level::Debug => tracing::debug!(target: "tessera::plugin", plugin, request_id, "{message}"),
+                Level::Info => tracing::info!(target: "tessera::plugin", plugin, request_id, "{message}"),
+                Level::Warn => tracing::warn!(target: "tessera::plugin", plugin, request_id, "{message}"),
+                Level::Error => tracing::error!(target: "tessera::plugin", plugin, request_id, "{message}"),
+            }
+            Ok(())
+        }
+    }
+
+    impl config::Host for PluginState {
+        fn get(&mut self) -> wasmtime::Result<String> {
+            Ok(self.call.config_json.to_string())
+        }
+    }
+
+    impl context::Host for PluginState {
+        fn route_param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+            Ok(self.call.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+        }
+
+        fn route_params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+            Ok(self.call.params.to_vec())
+        }
+
+        fn request_id(&mut self) -> wasmtime::Result<String> {
+            Ok(self.call.request_id.to_string())
+        }
+
+        fn route(&mut self) -> wasmtime::Result<String> {
+            Ok(self.call.route.to_string())
+        }
+    }
+
+    impl crate::bindings::TypesHost for PluginState {}
+
+    impl http_client::Host for PluginState {
+        async fn send(&mut self, request: OutgoingRequest) -> wasmtime::Result<Result<Response, HttpError>> {
+            Ok(crate::upstream::send_for_plugin(&self.call, request).await)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The live routing table: routes resolved against upstreams and loaded plugins.
+
+use std::sync::Arc;
+
+use crate::config::{Config, FilterConfig, HandlerConfig, table_to_json};
+use crate::plugin::{PluginEngine, PluginRegistry};
+use crate::router::{Router, RouterBuilder};
+use crate::upstream::{Upstream, Upstreams};
+
+/// A plugin as one route uses it.
+#[derive(Debug, Clone)]
+pub struct RoutePlugin {
+    /// Plugin name.
+    pub plugin: String,
+    /// The route's config for it, as JSON.
+    pub config_json: Arc<str>,
+    /// Upstreams it may call.
+    pub upstreams: Arc<[String]>,
+    /// Whether bodies are buffered for it (filters; handlers always get the request body).
+    pub buffer_body: bool,
+}
+
+impl RoutePlugin {
+    fn filter(f: &FilterConfig) -> Self {
+        Self {
+            plugin: f.plugin.get_ref().clone(),
+            config_json: table_to_json(f.config.as_ref()).into(),
+            upstreams: f.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
+            buffer_body: f.buffer_body,
+        }
+    }
+
+    fn handler(h: &HandlerConfig) -> Self {
+        Self {
+            plugin: h.plugin.get_ref().clone(),
+            config_json: table_to_json(h.config.as_ref()).into(),
+            upstreams: h.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
+            buffer_body: true,
+        }
+    }
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Proxy to an upstream.
+    Upstream(Arc<Upstream>),
+    /// Serve with a handler plugin.
+    Handler(RoutePlugin),
+}
+
+/// One route, ready to serve.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    /// The path pattern.
+    pub pattern: Arc<str>,
+    /// The target.
+    pub target: Target,
+    /// Filters in request order.
+    pub filters: Vec<RoutePlugin>,
+}
+
+/// Everything a request needs, built whole from one config.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Method + path → index into `routes`.
+    pub router: Router<usize>,
+    /// Routes in config order.
+    pub routes: Vec<RouteEntry>,
+    /// Upstreams by name.
+    pub upstreams: Arc<Upstreams>,
+    /// The plugin engine.
+    pub engine: Arc<PluginEngine>,
+    /// Loaded plugins.
+    pub plugins: PluginRegistry,
+    /// Largest body buffered for a plugin.
+    pub max_body_bytes: usize,
+}
+
+impl Runtime {
+    /// Builds the runtime for a validated config: upstream clients, plugins, the router.
+    pub async fn build(config: &Config, engine: Arc<PluginEngine>) -> anyhow::Result<Self> {
+        let upstreams = Arc::new(Upstreams::new(&config.upstreams).map_err(anyhow::Error::msg)?);
+        let plugins = PluginRegistry::load(&engine, config).await?;
+        let mut builder = RouterBuilder::default();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, route) in config.routes.iter().enumerate() {
+            let methods: Vec<http::Method> = route
+                .methods
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).ok())
+                .collect();
+            builder.insert(route.path.get_ref(), &methods, i)?;
+            let target = match (&route.upstream, &route.handler) {
+                (Some(name), _) => Target::Upstream(Arc::clone(
+                    upstreams
+                        .get(name.get_ref())
+                        .ok_or_else(|| anyhow::anyhow!("routes[{i}]: unknown upstream `{}`", name.get_ref()))?,
+                )),
+                (None, Some(h)) => Target::Handler(RoutePlugin::handler(h)),
+                (None, None) => anyhow::bail!("routes[{i}] has no target"),
+            };
+            routes.push(RouteEntry {
+                pattern: route.path.get_ref().as_str().into(),
+                target,
+                filters: route.filters.iter().map(RoutePlugin::filter).collect(),
+            });
+        }
+        Ok(Self {
+            router: builder.build(),
+            routes,
+            upstreams,
+            engine,
+            plugins,
+            max_body_bytes: config.server.max_body_bytes,
+        })
+    }
+}

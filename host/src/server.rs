@@ -1,0 +1,183 @@
+//! Accepting connections and serving requests: HTTP/1.1 and HTTP/2 cleartext, a connection cap,
+//! request ids, the request span, graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, field};
+
+use crate::body::{self, Body};
+use crate::chain::{self, RequestInfo};
+use crate::error::{self, GatewayError};
+use crate::router::RouteMiss;
+use crate::routes::Runtime;
+
+/// The request id header, accepted from clients and set on responses and upstream requests.
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Serves `runtime` on `listener` until `shutdown` turns true, then stops accepting and waits up
+/// to `grace` for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    max_connections: usize,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let ids = Arc::new(RequestIds::new());
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, client) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let runtime = Arc::clone(&runtime);
+        let ids = Arc::clone(&ids);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let runtime = Arc::clone(&runtime);
+            let ids = Arc::clone(&ids);
+            async move { Ok::<_, Infallible>(handle(&runtime, &ids, request, client).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %client, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// Serves one request.
+pub async fn handle(runtime: &Runtime, ids: &RequestIds, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) if valid_request_id(id) => id.into(),
+        _ => ids.next().into(),
+    };
+    let span = tracing::info_span!(
+        "tessera.request",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.route = field::Empty,
+        http.response.status_code = field::Empty,
+        request_id = %request_id,
+    );
+    async move {
+        let mut response = route(runtime, request, client, &request_id).await;
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, v);
+        }
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(runtime: &Runtime, request: Request<Incoming>, client: SocketAddr, request_id: &Arc<str>) -> Response<Body> {
+    let found = runtime.router.lookup(request.method(), request.uri().path());
+    let matched = match found {
+        Ok(m) => m,
+        Err(RouteMiss::NotFound) => return error::into_response(&GatewayError::RouteNotFound, request_id),
+        Err(RouteMiss::MethodNotAllowed(allow)) => {
+            return error::into_response(&GatewayError::MethodNotAllowed { allow }, request_id);
+        }
+    };
+    tracing::Span::current().record("http.route", matched.pattern.as_str());
+    let Some(entry) = runtime.routes.get(matched.value) else {
+        let e = GatewayError::Internal(anyhow::anyhow!("router returned route #{} of {}", matched.value, runtime.routes.len()));
+        return error::into_response(&e, request_id);
+    };
+    let info = RequestInfo {
+        request_id: Arc::clone(request_id),
+        client,
+        params: matched.params.into(),
+    };
+    chain::run(runtime, entry, request.map(body::boxed), &info).await
+}
+
+/// Client-supplied ids are kept when they are short and printable, so traces line up.
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Generates request ids: unique per process start and counter, 24 hex digits.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    /// A generator seeded from the clock and the process id.
+    pub fn new() -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let prefix = (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self {
+            prefix,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id.
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:08x}", self.prefix, n as u32)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_client_ids_checked() {
+        let ids = RequestIds::new();
+        assert_ne!(ids.next(), ids.next());
+        assert!(valid_request_id("abc-123"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("has space"));
+        assert!(!valid_request_id(&"x".repeat(129)));
+    }
+}
