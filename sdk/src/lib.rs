@@ -1,0 +1,224 @@
+//! Write [Tessera](https://github.com/tessera-gateway/tessera) gateway plugins in Rust.
+//!
+//! A plugin is a WebAssembly component built for `wasm32-wasip2`. It is either a **filter**,
+//! which sees every request of a route before its target and every response after it, or a
+//! **handler**, which is the route's target. The gateway creates a fresh instance of the plugin
+//! for every request, so plain `static` state lives exactly as long as one request.
+//!
+//! ```no_run
+//! use tessera_sdk::{Error, Handler, Request, Response, context};
+//!
+//! struct Hello;
+//!
+//! impl Handler for Hello {
+//!     fn handle(_request: Request) -> Result<Response, Error> {
+//!         let name = context::param("name").unwrap_or_else(|| "world".to_owned());
+//!         Ok(Response::json(200, &serde_json::json!({ "hello": name }))?)
+//!     }
+//! }
+//!
+//! tessera_sdk::handler!(Hello);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2` and point a route at the `.wasm` file.
+//! Natively (`cargo test`) the same code runs against [`testing::MockHost`].
+//!
+//! See `docs/plugin-guide.md` in the repository for the whole guide.
+
+#![deny(missing_docs)]
+
+mod error;
+mod host;
+pub mod http;
+mod message;
+pub mod testing;
+
+pub use error::Error;
+pub use message::{Headers, Request, Response};
+
+/// What a filter does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Pass the (possibly rewritten) request on.
+    Continue(Request),
+    /// Answer now; the route's target never sees the request.
+    Respond(Response),
+}
+
+/// A plugin in a route's filter chain. Both methods have pass-through defaults.
+pub trait Filter {
+    /// Sees the request before the route's target. An `Err` answers with its status.
+    fn on_request(request: Request) -> Result<Action, Error> {
+        Ok(Action::Continue(request))
+    }
+
+    /// Sees the response on its way back. An `Err` replaces it with an error response.
+    fn on_response(response: Response) -> Result<Response, Error> {
+        Ok(response)
+    }
+}
+
+/// A plugin that is a route's target.
+pub trait Handler {
+    /// Serves the request. An `Err` becomes a JSON error response with the error's status.
+    fn handle(request: Request) -> Result<Response, Error>;
+}
+
+/// The route's configuration for this plugin (`config = { ... }` in `tessera.toml`).
+pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
+    let json = host::config();
+    serde_json::from_str(&json).map_err(|e| Error::internal(format!("invalid plugin config: {e}")))
+}
+
+/// Facts about the request being served.
+pub mod context {
+    use crate::host;
+
+    /// A path parameter of the matched route, e.g. `id` for `/orders/{id}`.
+    pub fn param(name: &str) -> Option<String> {
+        host::route_param(name)
+    }
+
+    /// All path parameters, in pattern order.
+    pub fn params() -> Vec<(String, String)> {
+        host::route_params()
+    }
+
+    /// The gateway's id for this request.
+    pub fn request_id() -> String {
+        host::request_id()
+    }
+
+    /// The matched route's pattern.
+    pub fn route() -> String {
+        host::route()
+    }
+}
+
+/// Logging into the gateway's log, tagged with the plugin and request id.
+pub mod log {
+    use crate::host::{self, Level};
+
+    /// Logs at debug level.
+    pub fn debug(message: impl AsRef<str>) {
+        host::log(Level::Debug, message.as_ref());
+    }
+
+    /// Logs at info level.
+    pub fn info(message: impl AsRef<str>) {
+        host::log(Level::Info, message.as_ref());
+    }
+
+    /// Logs at warn level.
+    pub fn warn(message: impl AsRef<str>) {
+        host::log(Level::Warn, message.as_ref());
+    }
+
+    /// Logs at error level.
+    pub fn error(message: impl AsRef<str>) {
+        host::log(Level::Error, message.as_ref());
+    }
+}
+
+/// Exports a [`Filter`] implementation as the plugin's `request-filter`.
+///
+/// ```ignore
+/// struct AddHeader;
+/// impl tessera_sdk::Filter for AddHeader { /* ... */ }
+/// tessera_sdk::filter!(AddHeader);
+/// ```
+#[macro_export]
+macro_rules! filter {
+    ($ty:ty) => {
+        $crate::__tessera_export!("tessera:gateway/filter",
+            struct __TesseraFilter;
+            impl exports::tessera::gateway::request_filter::Guest for __TesseraFilter {
+                fn on_request(
+                    request: $crate::__private::WitRequest,
+                ) -> exports::tessera::gateway::request_filter::RequestAction {
+                    use exports::tessera::gateway::request_filter::RequestAction;
+                    match $crate::__private::on_request::<$ty>(request) {
+                        $crate::__private::WitAction::Continue(r) => RequestAction::Continue(r),
+                        $crate::__private::WitAction::Respond(r) => RequestAction::Respond(r),
+                    }
+                }
+                fn on_response(response: $crate::__private::WitResponse) -> $crate::__private::WitResponse {
+                    $crate::__private::on_response::<$ty>(response)
+                }
+            }
+            export!(__TesseraFilter);
+        );
+    };
+}
+
+/// Exports a [`Handler`] implementation as the plugin's `request-handler`.
+///
+/// ```ignore
+/// struct Hello;
+/// impl tessera_sdk::Handler for Hello { /* ... */ }
+/// tessera_sdk::handler!(Hello);
+/// ```
+#[macro_export]
+macro_rules! handler {
+    ($ty:ty) => {
+        $crate::__tessera_export!("tessera:gateway/handler",
+            struct __TesseraHandler;
+            impl exports::tessera::gateway::request_handler::Guest for __TesseraHandler {
+                fn handle(request: $crate::__private::WitRequest) -> $crate::__private::WitResponse {
+                    $crate::__private::handle::<$ty>(request)
+                }
+            }
+            export!(__TesseraHandler);
+        );
+    };
+}
+
+include!(concat!(env!("OUT_DIR"), "/wit_text.rs"));
+
+/// Support for the export macros; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::host::bindings;
+    pub use wit_bindgen;
+
+    use crate::{Action, Filter, Handler, Request, Response};
+
+    /// The WIT request record.
+    pub type WitRequest = bindings::tessera::gateway::types::Request;
+    /// The WIT response record.
+    pub type WitResponse = bindings::tessera::gateway::types::Response;
+
+    /// A filter's decision in WIT records.
+    #[derive(Debug)]
+    pub enum WitAction {
+        /// Continue with this request.
+        Continue(WitRequest),
+        /// Answer with this response.
+        Respond(WitResponse),
+    }
+
+    /// Runs a filter's `on_request`.
+    pub fn on_request<F: Filter>(request: WitRequest) -> WitAction {
+        match F::on_request(Request::from_wit(request)) {
+            Ok(Action::Continue(r)) => WitAction::Continue(r.into_wit()),
+            Ok(Action::Respond(r)) => WitAction::Respond(r.into_wit()),
+            Err(e) => WitAction::Respond(e.into_response().into_wit()),
+        }
+    }
+
+    /// Runs a filter's `on_response`.
+    pub fn on_response<F: Filter>(response: WitResponse) -> WitResponse {
+        match F::on_response(Response::from_wit(response)) {
+            Ok(r) => r.into_wit(),
+            Err(e) => e.into_response().into_wit(),
+        }
+    }
+
+    /// Runs a handler.
+    pub fn handle<H: Handler>(request: WitRequest) -> WitResponse {
+        match H::handle(Request::from_wit(request)) {
+            Ok(r) => r.into_wit(),
+            Err(e) => e.into_response().into_wit(),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Calls into the gateway. On `wasm32` they go through the WIT imports; natively they go to the
+//! [`MockHost`](crate::testing::MockHost) installed by the test, so plugins test with `cargo test`.
+
+/// The SDK's one `generate!`: the host interfaces every plugin imports.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "tessera:gateway/imports",
+        generate_all,
+    });
+}
+
+pub(crate) use bindings::tessera::gateway::log::Level;
+pub(crate) use bindings::tessera::gateway::types::{HttpError, OutgoingRequest, Response};
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::bindings::tessera::gateway::{config, context, http_client, log};
+    use super::{HttpError, Level, OutgoingRequest, Response};
+
+    pub fn log(level: Level, message: &str) {
+        log::log(level, message);
+    }
+    pub fn config() -> String {
+        config::get()
+    }
+    pub fn route_param(name: &str) -> Option<String> {
+        context::route_param(name)
+    }
+    pub fn route_params() -> Vec<(String, String)> {
+        context::route_params()
+    }
+    pub fn request_id() -> String {
+        context::request_id()
+    }
+    pub fn route() -> String {
+        context::route()
+    }
+    pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
+        http_client::send(request)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use super::{HttpError, Level, OutgoingRequest, Response};
+    use crate::testing::with_mock;
+
+    pub fn log(level: Level, message: &str) {
+        with_mock(|m| m.record_log(level, message));
+    }
+    pub fn config() -> String {
+        with_mock(|m| m.config_json())
+    }
+    pub fn route_param(name: &str) -> Option<String> {
+        with_mock(|m| m.param_value(name))
+    }
+    pub fn route_params() -> Vec<(String, String)> {
+        with_mock(|m| m.params())
+    }
+    pub fn request_id() -> String {
+        with_mock(|m| m.request_id())
+    }
+    pub fn route() -> String {
+        with_mock(|m| m.route())
+    }
+    pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
+        with_mock(|m| m.send(request))
+    }
+}
+
+pub(crate) use imp::*;
