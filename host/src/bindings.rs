@@ -20,5 +20,7 @@ pub use generated::Plugin as PluginWorld;
 pub use generated::exports::tessera::gateway::request_filter::{self, RequestAction};
 pub use generated::exports::tessera::gateway::request_handler;
 pub use generated::tessera::gateway::log::Level;
-pub use generated::tessera::gateway::types::{Header, Host as TypesHost, HttpError, OutgoingRequest, Request, Response};
+pub use generated::tessera::gateway::types::{
+    Header, Host as TypesHost, HttpError, OutgoingRequest, Request, Response,
+};
 pub use generated::tessera::gateway::{config, context, http_client, log};

@@ -30,7 +30,12 @@ pub struct RequestInfo {
 
 /// Runs the route: filters in, target, filters out. Never fails: errors become responses here
 /// (through [`error::into_response`]) so that filters still see them on the way out.
-pub async fn run(runtime: &Runtime, route: &RouteEntry, request: Request<Body>, info: &RequestInfo) -> Response<Body> {
+pub async fn run(
+    runtime: &Runtime,
+    route: &RouteEntry,
+    request: Request<Body>,
+    info: &RequestInfo,
+) -> Response<Body> {
     let mut entered: Vec<(PluginInstance, &RoutePlugin)> = Vec::with_capacity(route.filters.len());
     let mut request = Some(request);
     let mut early: Option<Response<Body>> = None;
@@ -87,10 +92,9 @@ async fn instantiate(
     use_: &RoutePlugin,
     info: &RequestInfo,
 ) -> Result<PluginInstance, GatewayError> {
-    let plugin = runtime
-        .plugins
-        .get(&use_.plugin)
-        .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("plugin `{}` is not loaded", use_.plugin)))?;
+    let plugin = runtime.plugins.get(&use_.plugin).ok_or_else(|| {
+        GatewayError::Internal(anyhow::anyhow!("plugin `{}` is not loaded", use_.plugin))
+    })?;
     let call = CallContext {
         plugin: format!("{}@{}", plugin.name(), plugin.version()).into(),
         config_json: Arc::clone(&use_.config_json),
@@ -125,7 +129,8 @@ async fn filter_request(
     let record = request_to_plugin(&parts, visible);
     match instance.on_request(record).await? {
         RequestAction::Continue(rewritten) => {
-            let replaced = apply_request(&mut parts, rewritten).map_err(|e| invalid_output(instance, e))?;
+            let replaced =
+                apply_request(&mut parts, rewritten).map_err(|e| invalid_output(instance, e))?;
             let body = match replaced {
                 Some(bytes) => body::full(bytes),
                 None => body,
@@ -133,7 +138,8 @@ async fn filter_request(
             Ok(FilterOutcome::Continue(Request::from_parts(parts, body)))
         }
         RequestAction::Respond(response) => {
-            let response = response_from_plugin(response).map_err(|e| invalid_output(instance, e))?;
+            let response =
+                response_from_plugin(response).map_err(|e| invalid_output(instance, e))?;
             Ok(FilterOutcome::Respond(response))
         }
     }
@@ -157,7 +163,9 @@ async fn filter_response(
                 )));
             }
             Err(CollectError::Stream(e)) => {
-                return Err(GatewayError::Internal(anyhow::anyhow!("response body failed: {e}")));
+                return Err(GatewayError::Internal(anyhow::anyhow!(
+                    "response body failed: {e}"
+                )));
             }
         }
     } else {
@@ -170,7 +178,8 @@ async fn filter_response(
     };
     let rewritten = instance.on_response(record).await?;
     parts.status = status_from_plugin(rewritten.status).map_err(|e| invalid_output(instance, e))?;
-    parts.headers = headers_from_plugin(&rewritten.headers).map_err(|e| invalid_output(instance, e))?;
+    parts.headers =
+        headers_from_plugin(&rewritten.headers).map_err(|e| invalid_output(instance, e))?;
     match rewritten.body {
         Some(bytes) => {
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -206,13 +215,19 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, GatewayErr
     match body::collect(body, limit).await {
         Ok(b) => Ok(b),
         Err(CollectError::TooLarge) => Err(GatewayError::BodyTooLarge { limit }),
-        Err(CollectError::Stream(e)) => Err(GatewayError::BadRequest(format!("could not read the request body: {e}"))),
+        Err(CollectError::Stream(e)) => Err(GatewayError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
 fn invalid_output(instance: &PluginInstance, message: String) -> GatewayError {
     GatewayError::Plugin {
-        plugin: format!("{}@{}", instance.plugin().name(), instance.plugin().version()),
+        plugin: format!(
+            "{}@{}",
+            instance.plugin().name(),
+            instance.plugin().version()
+        ),
         kind: PluginFailure::InvalidOutput,
         source: anyhow::anyhow!(message),
     }
@@ -230,11 +245,17 @@ pub fn request_to_plugin(parts: &http::request::Parts, body: Option<Vec<u8>>) ->
 }
 
 /// Applies a filter's rewritten request; returns the new body if the filter set one.
-fn apply_request(parts: &mut http::request::Parts, rewritten: bindings::Request) -> Result<Option<Vec<u8>>, String> {
+fn apply_request(
+    parts: &mut http::request::Parts,
+    rewritten: bindings::Request,
+) -> Result<Option<Vec<u8>>, String> {
     parts.method = http::Method::from_bytes(rewritten.method.as_bytes())
         .map_err(|_| format!("returned an invalid method `{}`", rewritten.method))?;
     if !rewritten.path.starts_with('/') {
-        return Err(format!("returned a path that does not start with '/': `{}`", rewritten.path));
+        return Err(format!(
+            "returned a path that does not start with '/': `{}`",
+            rewritten.path
+        ));
     }
     let path_and_query = match &rewritten.query {
         Some(q) => format!("{}?{}", rewritten.path, q),
@@ -249,7 +270,9 @@ fn apply_request(parts: &mut http::request::Parts, rewritten: bindings::Request)
     parts.headers = headers_from_plugin(&rewritten.headers)?;
     if let Some(body) = &rewritten.body {
         parts.headers.remove(header::TRANSFER_ENCODING);
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     Ok(rewritten.body)
 }
@@ -286,9 +309,13 @@ pub fn headers_to_plugin(headers: &HeaderMap) -> Vec<bindings::Header> {
 
 /// One header from a plugin, checked: a name must be a token, a value must not hold CR, LF or NUL.
 pub fn header_from_plugin(h: &bindings::Header) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("returned an invalid header name {:?}", h.name))?;
-    let value = HeaderValue::from_bytes(&h.value)
-        .map_err(|_| format!("returned an invalid value for header `{name}` (control characters are not allowed)"))?;
+    let name = HeaderName::from_bytes(h.name.as_bytes())
+        .map_err(|_| format!("returned an invalid header name {:?}", h.name))?;
+    let value = HeaderValue::from_bytes(&h.value).map_err(|_| {
+        format!(
+            "returned an invalid value for header `{name}` (control characters are not allowed)"
+        )
+    })?;
     Ok((name, value))
 }
 

@@ -282,13 +282,25 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].lines().count().max(1)
+        self.text[..offset.min(self.text.len())]
+            .lines()
+            .count()
+            .max(1)
     }
 
-    fn err<T>(&self, span_start: usize, key: String, message: impl Into<String>) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        span_start: usize,
+        key: String,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
             path: self.path.to_owned(),
-            line: if span_start == usize::MAX { 0 } else { self.line(span_start + 1) },
+            line: if span_start == usize::MAX {
+                0
+            } else {
+                self.line(span_start + 1)
+            },
             key,
             message: message.into(),
         })
@@ -296,13 +308,25 @@ impl Validator<'_> {
 
     fn check(&self, config: &Config) -> Result<(), ConfigError> {
         if config.server.max_connections == 0 {
-            return self.err(usize::MAX, "server.max_connections".into(), "must be at least 1");
+            return self.err(
+                usize::MAX,
+                "server.max_connections".into(),
+                "must be at least 1",
+            );
         }
         if config.plugins.max_instances == 0 {
-            return self.err(usize::MAX, "plugins.max_instances".into(), "must be at least 1");
+            return self.err(
+                usize::MAX,
+                "plugins.max_instances".into(),
+                "must be at least 1",
+            );
         }
         if config.plugins.limits.timeout_ms == 0 {
-            return self.err(usize::MAX, "plugins.limits.timeout_ms".into(), "must be at least 1");
+            return self.err(
+                usize::MAX,
+                "plugins.limits.timeout_ms".into(),
+                "must be at least 1",
+            );
         }
         if config.plugins.limits.memory_bytes < 64 * 1024 {
             return self.err(
@@ -323,10 +347,18 @@ impl Validator<'_> {
         for (name, upstream) in &config.upstreams {
             let key = format!("upstreams.{name}");
             if !valid_name(name) {
-                return self.err(usize::MAX, key, "upstream names use letters, digits, '-' and '_'");
+                return self.err(
+                    usize::MAX,
+                    key,
+                    "upstream names use letters, digits, '-' and '_'",
+                );
             }
             if upstream.targets.is_empty() {
-                return self.err(usize::MAX, format!("{key}.targets"), "needs at least one target");
+                return self.err(
+                    usize::MAX,
+                    format!("{key}.targets"),
+                    "needs at least one target",
+                );
             }
             for t in &upstream.targets {
                 if let Err(m) = crate::upstream::parse_target(t.get_ref()) {
@@ -345,16 +377,28 @@ impl Validator<'_> {
                 match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
                     Ok(method) => methods.push(method),
                     Err(_) => {
-                        return self.err(m.span().start, format!("{key}.methods"), format!("`{}` is not an HTTP method", m.get_ref()));
+                        return self.err(
+                            m.span().start,
+                            format!("{key}.methods"),
+                            format!("`{}` is not an HTTP method", m.get_ref()),
+                        );
                     }
                 }
             }
             if let Err(m) = table.insert(route.path.get_ref(), &methods, i) {
-                return self.err(route.path.span().start, format!("{key}.path"), m.to_string());
+                return self.err(
+                    route.path.span().start,
+                    format!("{key}.path"),
+                    m.to_string(),
+                );
             }
             match (&route.upstream, &route.handler) {
                 (Some(_), Some(h)) => {
-                    return self.err(h.plugin.span().start, key, "has both `upstream` and `handler`; a route has one target");
+                    return self.err(
+                        h.plugin.span().start,
+                        key,
+                        "has both `upstream` and `handler`; a route has one target",
+                    );
                 }
                 (None, None) => {
                     return self.err(route.path.span().start, key, "needs a target: `upstream = \"name\"` or `handler = { plugin = \"name\" }`");
@@ -377,7 +421,12 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn check_upstream(&self, config: &Config, name: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+    fn check_upstream(
+        &self,
+        config: &Config,
+        name: &Spanned<String>,
+        key: String,
+    ) -> Result<(), ConfigError> {
         if config.upstreams.contains_key(name.get_ref()) {
             return Ok(());
         }
@@ -385,22 +434,40 @@ impl Validator<'_> {
         self.err(
             name.span().start,
             key,
-            format!("unknown upstream `{}` (defined: {})", name.get_ref(), list_or_none(&known)),
+            format!(
+                "unknown upstream `{}` (defined: {})",
+                name.get_ref(),
+                list_or_none(&known)
+            ),
         )
     }
 
-    fn check_plugin(&self, config: &Config, name: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+    fn check_plugin(
+        &self,
+        config: &Config,
+        name: &Spanned<String>,
+        key: String,
+    ) -> Result<(), ConfigError> {
         if !valid_name(name.get_ref()) {
-            return self.err(name.span().start, key, "plugin names use letters, digits, '-' and '_'");
+            return self.err(
+                name.span().start,
+                key,
+                "plugin names use letters, digits, '-' and '_'",
+            );
         }
         // Plugins found in `plugins.directory` are only known once the directory is read, which
         // `PluginRegistry::load` does; here we can only vouch for explicit files.
-        if config.plugins.directory.is_none() && !config.plugins.files.contains_key(name.get_ref()) {
+        if config.plugins.directory.is_none() && !config.plugins.files.contains_key(name.get_ref())
+        {
             let known: Vec<&str> = config.plugins.files.keys().map(String::as_str).collect();
             return self.err(
                 name.span().start,
                 key,
-                format!("unknown plugin `{}` (in plugins.files: {})", name.get_ref(), list_or_none(&known)),
+                format!(
+                    "unknown plugin `{}` (in plugins.files: {})",
+                    name.get_ref(),
+                    list_or_none(&known)
+                ),
             );
         }
         Ok(())
@@ -408,14 +475,20 @@ impl Validator<'_> {
 }
 
 fn list_or_none(names: &[&str]) -> String {
-    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Upstream and plugin names: what can appear as a URL host or a file stem without surprises.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Plugin config tables become the JSON the plugin reads with `config::get`.
@@ -442,7 +515,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err().to_string();
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("lisen"), "{err}");
     }
@@ -451,7 +526,10 @@ mod tests {
     fn unknown_upstream_names_route_key_and_line() {
         let text = "[upstreams.users]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\npath = \"/a\"\nupstream = \"user\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert_eq!(err, "tessera.toml:6: routes[0].upstream: unknown upstream `user` (defined: users)");
+        assert_eq!(
+            err,
+            "tessera.toml:6: routes[0].upstream: unknown upstream `user` (defined: users)"
+        );
     }
 
     #[test]
@@ -464,7 +542,9 @@ mod tests {
 
     #[test]
     fn bad_target_and_method() {
-        let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n").unwrap_err().to_string();
+        let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("upstreams.u.targets"), "{err}");
         let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nmethods = [\"GE T\"]\nupstream = \"u\"\n";
         let err = parse(text).unwrap_err().to_string();

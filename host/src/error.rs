@@ -98,9 +98,10 @@ impl GatewayError {
     /// Who caused it.
     pub fn source_kind(&self) -> ErrorSource {
         match self {
-            Self::RouteNotFound | Self::MethodNotAllowed { .. } | Self::BodyTooLarge { .. } | Self::BadRequest(_) => {
-                ErrorSource::Client
-            }
+            Self::RouteNotFound
+            | Self::MethodNotAllowed { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::BadRequest(_) => ErrorSource::Client,
             Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
             Self::Plugin { .. } => ErrorSource::Plugin,
             Self::Internal(_) => ErrorSource::Internal,
@@ -146,11 +147,15 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => "this path does not accept this method".into(),
             Self::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
             Self::BadRequest(m) => m.clone(),
-            Self::UpstreamConnect { upstream, .. } => format!("upstream `{upstream}` is unavailable"),
+            Self::UpstreamConnect { upstream, .. } => {
+                format!("upstream `{upstream}` is unavailable")
+            }
             Self::UpstreamTimeout { upstream, .. } => format!("upstream `{upstream}` timed out"),
             Self::Plugin { kind, .. } => match kind {
                 PluginFailure::Timeout => "a plugin ran out of time".into(),
-                PluginFailure::Overloaded => "too many plugin calls in progress; retry later".into(),
+                PluginFailure::Overloaded => {
+                    "too many plugin calls in progress; retry later".into()
+                }
                 _ => "a plugin failed while serving this request".into(),
             },
             Self::Internal(_) => "internal error".into(),
@@ -173,7 +178,10 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
     let mut response = Response::new(body::full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::server::REQUEST_ID, v);
     }

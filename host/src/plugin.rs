@@ -19,8 +19,8 @@ use anyhow::{Context as _, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap,
-    UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -43,7 +43,9 @@ pub struct PluginEngine {
 
 impl fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginEngine").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PluginEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,9 @@ impl PluginEngine {
         wasm.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("creating the wasm engine")?;
+        let engine = Engine::new(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasm engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -129,7 +133,13 @@ impl PluginEngine {
         let digest = Sha256::digest(&bytes);
         let version = hex(&digest[..6]);
         let this = Arc::clone(self);
-        let cache = cache_dir.map(|dir| dir.join(format!("{}-{:016x}.cwasm", hex(&digest), self.fingerprint())));
+        let cache = cache_dir.map(|dir| {
+            dir.join(format!(
+                "{}-{:016x}.cwasm",
+                hex(&digest),
+                self.fingerprint()
+            ))
+        });
         let component = tokio::task::spawn_blocking(move || this.compile(&bytes, cache.as_deref()))
             .await
             .context("compiler thread failed")??;
@@ -141,7 +151,9 @@ impl PluginEngine {
         let filter = request_filter::GuestIndices::new(&pre).ok();
         let handler = request_handler::GuestIndices::new(&pre).ok();
         if filter.is_none() && handler.is_none() {
-            bail!("the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler");
+            bail!(
+                "the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler"
+            );
         }
         Ok(LoadedPlugin {
             name: name.to_owned(),
@@ -166,20 +178,22 @@ impl PluginEngine {
                 "this is a core wasm module, not a component; build the plugin for wasm32-wasip2"
             ),
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => bail!("not a WebAssembly component (the file does not start with the component header)"),
+            _ => bail!(
+                "not a WebAssembly component (the file does not start with the component header)"
+            ),
         }
-        if let Some(path) = cache {
-            if let Some(component) = self.read_cache(path) {
-                return Ok(component);
-            }
+        if let Some(path) = cache
+            && let Some(component) = self.read_cache(path)
+        {
+            return Ok(component);
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        if let Some(path) = cache {
-            if let Err(e) = write_cache(path, &component) {
-                tracing::warn!(cache = %path.display(), error = %e, "could not write the plugin cache");
-            }
+        if let Some(path) = cache
+            && let Err(e) = write_cache(path, &component)
+        {
+            tracing::warn!(cache = %path.display(), error = %e, "could not write the plugin cache");
         }
         Ok(component)
     }
@@ -312,21 +326,24 @@ pub struct PluginRegistry {
 impl PluginRegistry {
     /// Loads every plugin the config names (explicit files and the directory's `*.wasm`) and
     /// checks each route's use of them.
-    pub async fn load(engine: &Arc<PluginEngine>, config: &crate::config::Config) -> anyhow::Result<Self> {
+    pub async fn load(
+        engine: &Arc<PluginEngine>,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<Self> {
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         if let Some(dir) = &config.plugins.directory {
             let dir = config.resolve(dir);
-            let entries =
-                std::fs::read_dir(&dir).with_context(|| format!("reading plugins.directory {}", dir.display()))?;
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("reading plugins.directory {}", dir.display()))?;
             for entry in entries {
                 let path = entry?.path();
-                if path.extension().is_some_and(|e| e == "wasm") {
-                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                        if crate::config::valid_name(stem) {
-                            files.insert(stem.to_owned(), path.clone());
-                        } else {
-                            tracing::warn!(file = %path.display(), "skipping a plugin file whose name is not a valid plugin name");
-                        }
+                if path.extension().is_some_and(|e| e == "wasm")
+                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                {
+                    if crate::config::valid_name(stem) {
+                        files.insert(stem.to_owned(), path.clone());
+                    } else {
+                        tracing::warn!(file = %path.display(), "skipping a plugin file whose name is not a valid plugin name");
                     }
                 }
             }
@@ -357,7 +374,9 @@ impl PluginRegistry {
     pub fn check_uses(&self, config: &crate::config::Config) -> anyhow::Result<()> {
         for (name, usage) in config.plugin_uses() {
             let Some(plugin) = self.plugins.get(name) else {
-                bail!("a route uses plugin `{name}`, which is not loaded (check plugins.files / plugins.directory)");
+                bail!(
+                    "a route uses plugin `{name}`, which is not loaded (check plugins.files / plugins.directory)"
+                );
             };
             if !plugin.supports(usage) {
                 let (world, iface) = match usage {
@@ -414,7 +433,9 @@ pub struct PluginState {
 
 impl fmt::Debug for PluginState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginState").field("call", &self.call).finish_non_exhaustive()
+        f.debug_struct("PluginState")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
     }
 }
 
@@ -434,7 +455,12 @@ struct PluginLimiter {
 }
 
 impl ResourceLimiter for PluginLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_memory;
         if !ok {
             self.memory_denied = true;
@@ -442,7 +468,12 @@ impl ResourceLimiter for PluginLimiter {
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -491,7 +522,11 @@ impl LineLogger {
 }
 
 impl tokio::io::AsyncWrite for LineLogger {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         for &b in buf {
             if b == b'\n' {
                 self.emit();
@@ -532,32 +567,47 @@ pub struct PluginInstance {
 
 impl fmt::Debug for PluginInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginInstance").field("plugin", &self.plugin.label()).finish_non_exhaustive()
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin.label())
+            .finish_non_exhaustive()
     }
 }
 
 impl PluginInstance {
     /// Instantiates `plugin` for a request.
-    pub async fn new(engine: &PluginEngine, plugin: &Arc<LoadedPlugin>, call: CallContext) -> Result<Self, GatewayError> {
+    pub async fn new(
+        engine: &PluginEngine,
+        plugin: &Arc<LoadedPlugin>,
+        call: CallContext,
+    ) -> Result<Self, GatewayError> {
         let mut store = engine.store(Arc::new(call));
         let timeout = Duration::from_millis(engine.limits.timeout_ms);
         arm_deadline(&mut store, timeout);
-        let instance = match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
-            Ok(Ok(instance)) => instance,
-            Ok(Err(e)) => {
-                let kind = if is_pool_exhausted(&format!("{e:#}")) {
-                    PluginFailure::Overloaded
-                } else if e.downcast_ref::<Trap>().is_some() {
-                    PluginFailure::Trap
-                } else {
-                    PluginFailure::Instantiate
-                };
-                return Err(failure(plugin, kind, anyhow::Error::from(e).context("instantiating")));
-            }
-            Err(_) => {
-                return Err(failure(plugin, PluginFailure::Timeout, anyhow::anyhow!("instantiation timed out")));
-            }
-        };
+        let instance =
+            match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
+                Ok(Ok(instance)) => instance,
+                Ok(Err(e)) => {
+                    let kind = if is_pool_exhausted(&format!("{e:#}")) {
+                        PluginFailure::Overloaded
+                    } else if e.downcast_ref::<Trap>().is_some() {
+                        PluginFailure::Trap
+                    } else {
+                        PluginFailure::Instantiate
+                    };
+                    return Err(failure(
+                        plugin,
+                        kind,
+                        anyhow::Error::from(e).context("instantiating"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(failure(
+                        plugin,
+                        PluginFailure::Timeout,
+                        anyhow::anyhow!("instantiation timed out"),
+                    ));
+                }
+            };
         Ok(Self {
             store,
             plugin: Arc::clone(plugin),
@@ -572,35 +622,65 @@ impl PluginInstance {
     }
 
     /// Calls the filter's `on-request`.
-    pub async fn on_request(&mut self, request: bindings::Request) -> Result<RequestAction, GatewayError> {
-        let indices = self.plugin.filter.as_ref().ok_or_else(|| self.not_a("filter"))?;
+    pub async fn on_request(
+        &mut self,
+        request: bindings::Request,
+    ) -> Result<RequestAction, GatewayError> {
+        let indices = self
+            .plugin
+            .filter
+            .as_ref()
+            .ok_or_else(|| self.not_a("filter"))?;
         let guest = indices
             .load(&mut self.store, &self.instance)
             .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
         arm_deadline(&mut self.store, self.timeout);
-        let result = tokio::time::timeout(self.timeout, guest.call_on_request(&mut self.store, &request)).await;
+        let result = tokio::time::timeout(
+            self.timeout,
+            guest.call_on_request(&mut self.store, &request),
+        )
+        .await;
         self.finish(result, "on-request")
     }
 
     /// Calls the filter's `on-response`.
-    pub async fn on_response(&mut self, response: bindings::Response) -> Result<bindings::Response, GatewayError> {
-        let indices = self.plugin.filter.as_ref().ok_or_else(|| self.not_a("filter"))?;
+    pub async fn on_response(
+        &mut self,
+        response: bindings::Response,
+    ) -> Result<bindings::Response, GatewayError> {
+        let indices = self
+            .plugin
+            .filter
+            .as_ref()
+            .ok_or_else(|| self.not_a("filter"))?;
         let guest = indices
             .load(&mut self.store, &self.instance)
             .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
         arm_deadline(&mut self.store, self.timeout);
-        let result = tokio::time::timeout(self.timeout, guest.call_on_response(&mut self.store, &response)).await;
+        let result = tokio::time::timeout(
+            self.timeout,
+            guest.call_on_response(&mut self.store, &response),
+        )
+        .await;
         self.finish(result, "on-response")
     }
 
     /// Calls the handler's `handle`.
-    pub async fn handle(&mut self, request: bindings::Request) -> Result<bindings::Response, GatewayError> {
-        let indices = self.plugin.handler.as_ref().ok_or_else(|| self.not_a("handler"))?;
+    pub async fn handle(
+        &mut self,
+        request: bindings::Request,
+    ) -> Result<bindings::Response, GatewayError> {
+        let indices = self
+            .plugin
+            .handler
+            .as_ref()
+            .ok_or_else(|| self.not_a("handler"))?;
         let guest = indices
             .load(&mut self.store, &self.instance)
             .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
         arm_deadline(&mut self.store, self.timeout);
-        let result = tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
+        let result =
+            tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
         self.finish(result, "handle")
     }
 
@@ -672,8 +752,8 @@ mod host {
     //! The `tessera:gateway` imports, implemented on [`PluginState`].
 
     use super::PluginState;
-    use crate::bindings::{Level, config, context, http_client, log};
     use crate::bindings::{HttpError, OutgoingRequest, Response};
+    use crate::bindings::{Level, config, context, http_client, log};
 
     /// Longest log message a plugin may write; longer ones are cut.
     const MAX_LOG_MESSAGE: usize = 8192;
@@ -692,11 +772,21 @@ mod host {
             let plugin = &*self.call.plugin;
             let request_id = &*self.call.request_id;
             match level {
-                Level::Trace => tracing::trace!(target: "tessera::plugin", plugin, request_id, "{message}"),
-                Level::Debug => tracing::debug!(target: "tessera::plugin", plugin, request_id, "{message}"),
-                Level::Info => tracing::info!(target: "tessera::plugin", plugin, request_id, "{message}"),
-                Level::Warn => tracing::warn!(target: "tessera::plugin", plugin, request_id, "{message}"),
-                Level::Error => tracing::error!(target: "tessera::plugin", plugin, request_id, "{message}"),
+                Level::Trace => {
+                    tracing::trace!(target: "tessera::plugin", plugin, request_id, "{message}")
+                }
+                Level::Debug => {
+                    tracing::debug!(target: "tessera::plugin", plugin, request_id, "{message}")
+                }
+                Level::Info => {
+                    tracing::info!(target: "tessera::plugin", plugin, request_id, "{message}")
+                }
+                Level::Warn => {
+                    tracing::warn!(target: "tessera::plugin", plugin, request_id, "{message}")
+                }
+                Level::Error => {
+                    tracing::error!(target: "tessera::plugin", plugin, request_id, "{message}")
+                }
             }
             Ok(())
         }
@@ -710,7 +800,12 @@ mod host {
 
     impl context::Host for PluginState {
         fn route_param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-            Ok(self.call.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))
+            Ok(self
+                .call
+                .params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone()))
         }
 
         fn route_params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
@@ -729,7 +824,10 @@ mod host {
     impl crate::bindings::TypesHost for PluginState {}
 
     impl http_client::Host for PluginState {
-        async fn send(&mut self, request: OutgoingRequest) -> wasmtime::Result<Result<Response, HttpError>> {
+        async fn send(
+            &mut self,
+            request: OutgoingRequest,
+        ) -> wasmtime::Result<Result<Response, HttpError>> {
             Ok(crate::upstream::send_for_plugin(&self.call, request).await)
         }
     }

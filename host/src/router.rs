@@ -25,7 +25,9 @@ pub enum PatternError {
         reason: &'static str,
     },
     /// Another route already serves the same paths and methods.
-    #[error("`{pattern}` conflicts with route #{other} (`{other_pattern}`): same paths and overlapping methods")]
+    #[error(
+        "`{pattern}` conflicts with route #{other} (`{other_pattern}`): same paths and overlapping methods"
+    )]
     Conflict {
         /// The pattern being added.
         pattern: String,
@@ -99,7 +101,9 @@ pub struct RouterBuilder<T> {
 
 impl<T> Default for RouterBuilder<T> {
     fn default() -> Self {
-        Self { root: Node::default() }
+        Self {
+            root: Node::default(),
+        }
     }
 }
 
@@ -127,7 +131,8 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, PatternError> {
     let mut segments = Vec::with_capacity(parts.len());
     let mut names = Vec::new();
     for (i, part) in parts.iter().enumerate() {
-        let segment = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+        let segment = if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'))
+        {
             let (name, catch_all) = match inner.strip_prefix('*') {
                 Some(n) => (n, true),
                 None => (inner, false),
@@ -165,7 +170,12 @@ fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
 
 impl<T: Clone> RouterBuilder<T> {
     /// Adds a route; `methods` empty means any method.
-    pub fn insert(&mut self, pattern: &str, methods: &[Method], value: T) -> Result<(), PatternError>
+    pub fn insert(
+        &mut self,
+        pattern: &str,
+        methods: &[Method],
+        value: T,
+    ) -> Result<(), PatternError>
     where
         T: RouteIndex,
     {
@@ -186,7 +196,11 @@ impl<T: Clone> RouterBuilder<T> {
                 }
             }
         }
-        let list = if catch_all { &mut node.catch_all } else { &mut node.entries };
+        let list = if catch_all {
+            &mut node.catch_all
+        } else {
+            &mut node.entries
+        };
         if let Some(other) = list.iter().find(|e| methods_overlap(&e.methods, methods)) {
             return Err(PatternError::Conflict {
                 pattern: pattern.to_owned(),
@@ -225,39 +239,53 @@ impl<T: Clone> Router<T> {
     /// Finds the route for a method and a percent-encoded path (no query).
     pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<T>, RouteMiss> {
         let rest = path.strip_prefix('/').unwrap_or(path);
-        let segments: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        let segments: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
         let mut allowed: Vec<Method> = Vec::new();
         let mut any_path_match = false;
         let mut values = Vec::new();
-        let found = walk(&self.root, rest, &segments, 0, &mut values, &mut |entries, values, tail| {
-            for e in entries {
-                any_path_match = true;
-                if e.methods.is_empty() || e.methods.contains(method) || (method == Method::HEAD && e.methods.contains(&Method::GET)) {
-                    let mut params: Vec<(String, String)> = e
-                        .param_names
-                        .iter()
-                        .zip(values.iter())
-                        .map(|(n, v)| (n.clone(), percent_decode(v)))
-                        .collect();
-                    if let Some(tail) = tail {
-                        if let Some(name) = e.param_names.last() {
+        let found = walk(
+            &self.root,
+            rest,
+            &segments,
+            0,
+            &mut values,
+            &mut |entries, values, tail| {
+                for e in entries {
+                    any_path_match = true;
+                    if e.methods.is_empty()
+                        || e.methods.contains(method)
+                        || (method == Method::HEAD && e.methods.contains(&Method::GET))
+                    {
+                        let mut params: Vec<(String, String)> = e
+                            .param_names
+                            .iter()
+                            .zip(values.iter())
+                            .map(|(n, v)| (n.clone(), percent_decode(v)))
+                            .collect();
+                        if let Some(tail) = tail
+                            && let Some(name) = e.param_names.last()
+                        {
                             params.push((name.clone(), percent_decode(tail)));
                         }
+                        return Some(RouteMatch {
+                            value: e.value.clone(),
+                            pattern: e.pattern.clone(),
+                            params,
+                        });
                     }
-                    return Some(RouteMatch {
-                        value: e.value.clone(),
-                        pattern: e.pattern.clone(),
-                        params,
-                    });
-                }
-                for m in &e.methods {
-                    if !allowed.contains(m) {
-                        allowed.push(m.clone());
+                    for m in &e.methods {
+                        if !allowed.contains(m) {
+                            allowed.push(m.clone());
+                        }
                     }
                 }
-            }
-            None
-        });
+                None
+            },
+        );
         match found {
             Some(m) => Ok(m),
             None if any_path_match => {
@@ -271,7 +299,8 @@ impl<T: Clone> Router<T> {
     }
 }
 
-type Visit<'v, T> = dyn FnMut(&[Entry<T>], &[&'v str], Option<&'v str>) -> Option<RouteMatch<T>> + 'v;
+type Visit<'v, T> =
+    dyn FnMut(&[Entry<T>], &[&'v str], Option<&'v str>) -> Option<RouteMatch<T>> + 'v;
 
 /// Depth-first, most specific first. `values` holds the segments matched by parameters so far.
 fn walk<'v, T: Clone>(
@@ -288,19 +317,19 @@ fn walk<'v, T: Clone>(
         }
     } else {
         let seg = segments[depth];
-        if let Some(child) = node.literals.get(seg) {
-            if let Some(m) = walk(child, rest, segments, depth + 1, values, visit) {
-                return Some(m);
-            }
+        if let Some(child) = node.literals.get(seg)
+            && let Some(m) = walk(child, rest, segments, depth + 1, values, visit)
+        {
+            return Some(m);
         }
-        if let Some(child) = &node.param {
-            if !seg.is_empty() {
-                values.push(seg);
-                let m = walk(child, rest, segments, depth + 1, values, visit);
-                values.pop();
-                if m.is_some() {
-                    return m;
-                }
+        if let Some(child) = &node.param
+            && !seg.is_empty()
+        {
+            values.push(seg);
+            let m = walk(child, rest, segments, depth + 1, values, visit);
+            values.pop();
+            if m.is_some() {
+                return m;
             }
         }
     }

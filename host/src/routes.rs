@@ -88,15 +88,17 @@ impl Runtime {
             let methods: Vec<http::Method> = route
                 .methods
                 .iter()
-                .filter_map(|m| http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).ok())
+                .filter_map(|m| {
+                    http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).ok()
+                })
                 .collect();
             builder.insert(route.path.get_ref(), &methods, i)?;
             let target = match (&route.upstream, &route.handler) {
-                (Some(name), _) => Target::Upstream(Arc::clone(
-                    upstreams
-                        .get(name.get_ref())
-                        .ok_or_else(|| anyhow::anyhow!("routes[{i}]: unknown upstream `{}`", name.get_ref()))?,
-                )),
+                (Some(name), _) => {
+                    Target::Upstream(Arc::clone(upstreams.get(name.get_ref()).ok_or_else(
+                        || anyhow::anyhow!("routes[{i}]: unknown upstream `{}`", name.get_ref()),
+                    )?))
+                }
                 (None, Some(h)) => Target::Handler(RoutePlugin::handler(h)),
                 (None, None) => anyhow::bail!("routes[{i}] has no target"),
             };

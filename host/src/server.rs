@@ -67,7 +67,9 @@ pub async fn serve(
             let ids = Arc::clone(&ids);
             async move { Ok::<_, Infallible>(handle(&runtime, &ids, request, client).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -78,14 +80,26 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
 }
 
 /// Serves one request.
-pub async fn handle(runtime: &Runtime, ids: &RequestIds, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
-    let request_id: Arc<str> = match request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+pub async fn handle(
+    runtime: &Runtime,
+    ids: &RequestIds,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
+    let request_id: Arc<str> = match request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id) if valid_request_id(id) => id.into(),
         _ => ids.next().into(),
     };
@@ -109,18 +123,31 @@ pub async fn handle(runtime: &Runtime, ids: &RequestIds, request: Request<Incomi
     .await
 }
 
-async fn route(runtime: &Runtime, request: Request<Incoming>, client: SocketAddr, request_id: &Arc<str>) -> Response<Body> {
-    let found = runtime.router.lookup(request.method(), request.uri().path());
+async fn route(
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &Arc<str>,
+) -> Response<Body> {
+    let found = runtime
+        .router
+        .lookup(request.method(), request.uri().path());
     let matched = match found {
         Ok(m) => m,
-        Err(RouteMiss::NotFound) => return error::into_response(&GatewayError::RouteNotFound, request_id),
+        Err(RouteMiss::NotFound) => {
+            return error::into_response(&GatewayError::RouteNotFound, request_id);
+        }
         Err(RouteMiss::MethodNotAllowed(allow)) => {
             return error::into_response(&GatewayError::MethodNotAllowed { allow }, request_id);
         }
     };
     tracing::Span::current().record("http.route", matched.pattern.as_str());
     let Some(entry) = runtime.routes.get(matched.value) else {
-        let e = GatewayError::Internal(anyhow::anyhow!("router returned route #{} of {}", matched.value, runtime.routes.len()));
+        let e = GatewayError::Internal(anyhow::anyhow!(
+            "router returned route #{} of {}",
+            matched.value,
+            runtime.routes.len()
+        ));
         return error::into_response(&e, request_id);
     };
     let info = RequestInfo {
@@ -146,8 +173,11 @@ pub struct RequestIds {
 impl RequestIds {
     /// A generator seeded from the clock and the process id.
     pub fn new() -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let prefix = (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let prefix =
+            (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Self {
             prefix,
             counter: AtomicU64::new(0),

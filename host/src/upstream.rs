@@ -13,9 +13,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::bindings::{self, HttpError, OutgoingRequest};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
-use crate::bindings::{self, HttpError, OutgoingRequest};
 use crate::error::GatewayError;
 use crate::plugin::CallContext;
 
@@ -85,7 +85,11 @@ impl Upstream {
 
     /// Sends `request` (its URI holds only path and query) to the next target and waits for the
     /// response headers at most `timeout`. The response body streams.
-    pub async fn send(&self, mut request: Request<Body>, timeout: Duration) -> Result<Response<Body>, GatewayError> {
+    pub async fn send(
+        &self,
+        mut request: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, GatewayError> {
         let target = self.pick().clone();
         let path_and_query = request
             .uri()
@@ -172,7 +176,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds `x-forwarded-for` (appending the client address), `-proto` and `-host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, original_host: Option<HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    original_host: Option<HeaderValue>,
+) {
     let ip = client.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
@@ -228,24 +236,32 @@ pub async fn send_for_plugin(
     // A named upstream is a bare name: no port, no userinfo tricks.
     let name = authority.as_str();
     if authority.port().is_some() || name.contains('@') || !crate::config::valid_name(name) {
-        return Err(HttpError::Denied(format!("`{name}` is not an upstream this route grants")));
+        return Err(HttpError::Denied(format!(
+            "`{name}` is not an upstream this route grants"
+        )));
     }
     if !call.granted.iter().any(|g| g == name) {
-        return Err(HttpError::Denied(format!("upstream `{name}` is not granted to this plugin on this route")));
+        return Err(HttpError::Denied(format!(
+            "upstream `{name}` is not granted to this plugin on this route"
+        )));
     }
     let upstream = call
         .upstreams
         .get(name)
         .ok_or_else(|| HttpError::Denied(format!("upstream `{name}` does not exist")))?;
 
-    let method = http::Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method)))?;
+    let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+        HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
+    })?;
     let mut builder = Request::builder()
         .method(method)
         .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
-    let headers = builder.headers_mut().ok_or_else(|| HttpError::InvalidRequest("bad request".into()))?;
+    let headers = builder
+        .headers_mut()
+        .ok_or_else(|| HttpError::InvalidRequest("bad request".into()))?;
     for h in &request.headers {
-        let (name, value) = crate::chain::header_from_plugin(h).map_err(HttpError::InvalidRequest)?;
+        let (name, value) =
+            crate::chain::header_from_plugin(h).map_err(HttpError::InvalidRequest)?;
         headers.append(name, value);
     }
     strip_hop_by_hop(headers);
@@ -271,7 +287,9 @@ pub async fn send_for_plugin(
     let body = match tokio::time::timeout(timeout, body::collect(body, call.max_body_bytes)).await {
         Err(_) => return Err(HttpError::Timeout),
         Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
-        Ok(Err(body::CollectError::Stream(e))) => return Err(HttpError::ConnectionFailed(e.to_string())),
+        Ok(Err(body::CollectError::Stream(e))) => {
+            return Err(HttpError::ConnectionFailed(e.to_string()));
+        }
         Ok(Ok(b)) => b,
     };
     Ok(bindings::Response {
@@ -297,10 +315,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -311,7 +335,11 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), Some(HeaderValue::from_static("example.com")));
+        add_forwarded(
+            &mut h,
+            "127.0.0.1:5000".parse().unwrap(),
+            Some(HeaderValue::from_static("example.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");

@@ -47,7 +47,11 @@ impl Error {
 
     /// The response the client gets.
     pub fn into_response(self) -> Response {
-        let status = if (400..=599).contains(&self.status) { self.status } else { 500 };
+        let status = if (400..=599).contains(&self.status) {
+            self.status
+        } else {
+            500
+        };
         let body = serde_json::json!({ "error": self.message });
         Response::new(status)
             .with_header("content-type", "application/json")

@@ -111,7 +111,8 @@ impl OutgoingRequest {
 
     /// Sets a JSON body and its content type.
     pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
-        let body = serde_json::to_vec(value).map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))?;
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))?;
         self.headers.set("content-type", "application/json");
         self.body = Some(body);
         Ok(self)
@@ -146,7 +147,9 @@ impl OutgoingRequest {
     /// Sends the request and waits for the response.
     pub fn send(self) -> Result<Response, HttpError> {
         let request = self.into_wit();
-        host::send(&request).map(Response::from_wit).map_err(HttpError::from)
+        host::send(&request)
+            .map(Response::from_wit)
+            .map_err(HttpError::from)
     }
 
     pub(crate) fn into_wit(self) -> wit::OutgoingRequest {

@@ -21,7 +21,8 @@ impl Headers {
 
     /// The first value of `name` as text, if present and valid UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.get_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+        self.get_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The first value of `name` as bytes.
@@ -229,7 +230,10 @@ fn decode_query(s: &str) -> String {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = |b: u8| (b as char).to_digit(16);
-                match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                match (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) {
                     (Some(h), Some(l)) => {
                         out.push((h * 16 + l) as u8);
                         i += 2;
@@ -271,8 +275,11 @@ impl Response {
 
     /// An `application/json` response holding `value`.
     pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Result<Self, Error> {
-        let body = serde_json::to_vec(value).map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))?;
-        Ok(Self::new(status).with_header("content-type", "application/json").with_body(body))
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))?;
+        Ok(Self::new(status)
+            .with_header("content-type", "application/json")
+            .with_body(body))
     }
 
     /// Builder-style: adds a header.
@@ -330,7 +337,8 @@ impl Response {
     /// The body parsed as JSON; failure is a 502 error (the data came from elsewhere).
     pub fn json_body<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let body = self.body.as_deref().unwrap_or_default();
-        serde_json::from_slice(body).map_err(|e| Error::new(502, format!("invalid JSON in response: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| Error::new(502, format!("invalid JSON in response: {e}")))
     }
 
     /// Whether the status is 2xx.

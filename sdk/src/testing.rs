@@ -97,7 +97,10 @@ impl MockHost {
 
     /// A path parameter.
     pub fn param(self, name: &str, value: &str) -> Self {
-        self.state.borrow_mut().params.push((name.to_owned(), value.to_owned()));
+        self.state
+            .borrow_mut()
+            .params
+            .push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -162,10 +165,12 @@ impl MockHost {
 
     /// Calls a filter's `on_request` as the gateway would.
     pub fn on_request<F: Filter>(&self, request: Request) -> Action {
-        self.run(|| match crate::__private::on_request::<F>(request.into_wit()) {
-            crate::__private::WitAction::Continue(r) => Action::Continue(Request::from_wit(r)),
-            crate::__private::WitAction::Respond(r) => Action::Respond(Response::from_wit(r)),
-        })
+        self.run(
+            || match crate::__private::on_request::<F>(request.into_wit()) {
+                crate::__private::WitAction::Continue(r) => Action::Continue(Request::from_wit(r)),
+                crate::__private::WitAction::Respond(r) => Action::Respond(Response::from_wit(r)),
+            },
+        )
     }
 
     /// Calls a filter's `on_response` as the gateway would.
@@ -193,7 +198,11 @@ impl MockHost {
 
     pub(crate) fn param_value(&self, name: &str) -> Option<String> {
         let state = self.state.borrow();
-        state.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        state
+            .params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     pub(crate) fn params(&self) -> Vec<(String, String)> {

@@ -1,1 +1,6 @@
-fn main(){}
+//! Integration tests: the real gateway, real local upstreams, plugins built from source.
+
+mod config;
+mod plugins;
+mod proxy;
+mod server;

@@ -1,0 +1,240 @@
+//! Test harness: plugins built from source, local upstreams, a gateway on an ephemeral port, and a
+//! small HTTP client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tessera::RunningGateway;
+use tessera::config::Config;
+
+/// Plugin crates the tests use, built for wasm32-wasip2.
+pub const PLUGIN_PACKAGES: [&str; 4] = [
+    "tessera-plugin-headers",
+    "tessera-example-hello",
+    "tessera-test-filter",
+    "tessera-test-handler",
+];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The directory holding the built plugin `.wasm` files. `cargo xtask test` builds them first
+/// and sets `TESSERA_PLUGIN_DIR`; otherwise the first call builds them with cargo.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("TESSERA_PLUGIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--target", "wasm32-wasip2"]);
+        for p in PLUGIN_PACKAGES {
+            cmd.args(["-p", p]);
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo to build the test plugins");
+        assert!(
+            status.success(),
+            "building the test plugins failed (is the wasm32-wasip2 target installed?)"
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        target.join("wasm32-wasip2").join("debug")
+    })
+}
+
+/// The path of a built plugin, by crate name (`tessera-test-handler`).
+pub fn plugin(package: &str) -> PathBuf {
+    let path = plugin_dir().join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing; build the plugins first",
+        path.display()
+    );
+    path
+}
+
+/// A `[plugins]` section with every test plugin, a shared compile cache and a small pool.
+pub fn plugins_section() -> String {
+    let cache = workspace_root().join("target").join("plugin-cache");
+    let mut s = format!(
+        "[plugins]\nmax_instances = 64\ncache_dir = {:?}\nlimits = {{ timeout_ms = 2000, memory_bytes = 33554432 }}\n[plugins.files]\n",
+        cache.display().to_string()
+    );
+    for (name, package) in [
+        ("headers", "tessera-plugin-headers"),
+        ("hello", "tessera-example-hello"),
+        ("test-filter", "tessera-test-filter"),
+        ("test-handler", "tessera-test-handler"),
+    ] {
+        s.push_str(&format!(
+            "{name} = {:?}\n",
+            plugin(package).display().to_string()
+        ));
+    }
+    s
+}
+
+/// Parses a config written by a test.
+pub fn config(text: &str) -> Config {
+    match Config::parse(text, Path::new("test.toml"), &workspace_root()) {
+        Ok(c) => c,
+        Err(e) => panic!("test config is invalid: {e}\n{text}"),
+    }
+}
+
+/// Starts a gateway on an ephemeral port. `routes` is TOML for `[upstreams.*]` and `[[routes]]`;
+/// the server and plugins sections are added.
+pub async fn gateway(routes: &str) -> RunningGateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n{}\n{routes}",
+        plugins_section()
+    );
+    let gateway = tessera::Gateway::new(config(&text))
+        .await
+        .expect("gateway builds");
+    gateway.start().await.expect("gateway starts")
+}
+
+/// A response body for test upstreams.
+pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A full body.
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// Starts an HTTP/1.1 upstream on 127.0.0.1 that answers with `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on.
+pub async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// A finished exchange.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request to the gateway and reads the whole response.
+pub async fn send(gateway: &RunningGateway, request: Request<Full<Bytes>>) -> Reply {
+    let (mut parts, body) = request.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    parts.uri = format!("http://{}{pq}", gateway.local_addr())
+        .parse()
+        .expect("uri");
+    let response = client()
+        .request(Request::from_parts(parts, body))
+        .await
+        .expect("gateway answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET path` through the gateway.
+pub async fn get(gateway: &RunningGateway, path: &str) -> Reply {
+    send(
+        gateway,
+        Request::get(path).body(Full::default()).expect("request"),
+    )
+    .await
+}
+
+/// A request with a method, path and body.
+pub fn request(method: Method, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(body.into()))
+        .expect("request")
+}

@@ -1,1 +1,123 @@
-fn main(){}
+//! Project tasks, run as `cargo xtask <task>`:
+//! - `demo`: installs the wasm32-wasip2 target if missing, builds the plugins, runs the demo;
+//! - `test`: everything CI runs: fmt check, clippy, plugins, all tests;
+//! - `bench`: the benchmarks (release build), results in `target/criterion`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Plugin crates built for wasm32-wasip2: the shipped ones and the tests' own.
+const PLUGINS: [&str; 4] = [
+    "tessera-plugin-headers",
+    "tessera-example-hello",
+    "tessera-test-filter",
+    "tessera-test-handler",
+];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "demo" => demo(),
+        "test" => test(),
+        "bench" => bench(),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|bench>");
+            bail!("unknown task `{task}`")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs the wasm target through rustup when it is missing.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (the wasm32-wasip2 target is installed through rustup)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", WASM_TARGET]);
+    run(cmd)
+}
+
+/// Builds every plugin once and returns the directory of the `.wasm` files.
+fn build_plugins() -> anyhow::Result<PathBuf> {
+    ensure_wasm_target()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--target", WASM_TARGET]);
+    for p in PLUGINS {
+        cmd.args(["-p", p]);
+    }
+    run(cmd)?;
+    Ok(target_dir().join(WASM_TARGET).join("debug"))
+}
+
+fn demo() -> anyhow::Result<()> {
+    let plugins = build_plugins()?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "-p", "tessera-demo", "--"])
+        .arg(&plugins);
+    run(cmd)
+}
+
+fn test() -> anyhow::Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let plugins = build_plugins()?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"])
+        .env("TESSERA_PLUGIN_DIR", &plugins);
+    run(test)
+}
+
+fn bench() -> anyhow::Result<()> {
+    let plugins = build_plugins()?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "tessera", "--bench", "instantiate"])
+        .env("TESSERA_PLUGIN_DIR", &plugins);
+    run(cmd)
+}

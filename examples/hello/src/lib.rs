@@ -42,7 +42,9 @@ impl Handler for Hello {
         let name = match context::param("name") {
             Some(name) => name,
             None if request.method() == "POST" => request.json::<Body>()?.name,
-            None => request.query_param("name").unwrap_or_else(|| "world".to_owned()),
+            None => request
+                .query_param("name")
+                .unwrap_or_else(|| "world".to_owned()),
         };
         if name.len() > 100 {
             return Err(Error::bad_request("name is longer than 100 characters"));

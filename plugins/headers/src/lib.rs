@@ -95,15 +95,18 @@ mod tests {
 
     #[test]
     fn response_headers_change() {
-        let host = MockHost::new().config(serde_json::json!({ "response": { "set": { "server": "tessera" } } }));
-        let out = host.on_response::<HeadersFilter>(Response::new(200).with_header("server", "nginx"));
+        let host = MockHost::new()
+            .config(serde_json::json!({ "response": { "set": { "server": "tessera" } } }));
+        let out =
+            host.on_response::<HeadersFilter>(Response::new(200).with_header("server", "nginx"));
         assert_eq!(out.header("server"), Some("tessera"));
     }
 
     #[test]
     fn bad_config_is_a_500_naming_the_field() {
         let host = MockHost::new().config(serde_json::json!({ "requets": {} }));
-        let Action::Respond(out) = host.on_request::<HeadersFilter>(Request::new("GET", "/")) else {
+        let Action::Respond(out) = host.on_request::<HeadersFilter>(Request::new("GET", "/"))
+        else {
             panic!("a bad config must answer with an error");
         };
         assert_eq!(out.status(), 500);

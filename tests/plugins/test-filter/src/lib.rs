@@ -1,0 +1,67 @@
+//! Test filter. Its route config picks what it does:
+//! - `{"deny_without": "<header>"}`: answer 401 unless the request has that header;
+//! - `{"prefix": "/v2"}`: prepend to the request path;
+//! - `{"upper_body": true}`: upper-case a buffered response body;
+//! - `{"panic": "request" | "response"}`: panic in that phase;
+//! - `{"tag": "<name>"}`: append `<name>` to `x-trace` on the way in and on the way out.
+
+use serde::Deserialize;
+use tessera_sdk::{Action, Error, Filter, Request, Response};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    deny_without: Option<String>,
+    prefix: Option<String>,
+    upper_body: bool,
+    panic: Option<String>,
+    tag: Option<String>,
+}
+
+/// The filter.
+#[derive(Debug)]
+pub struct TestFilter;
+
+impl Filter for TestFilter {
+    fn on_request(mut request: Request) -> Result<Action, Error> {
+        let config: Config = tessera_sdk::config()?;
+        if config.panic.as_deref() == Some("request") {
+            panic!("test-filter asked to panic in on_request");
+        }
+        if let Some(header) = &config.deny_without
+            && !request.headers().contains(header)
+        {
+            return Ok(Action::Respond(Response::text(
+                401,
+                format!("missing {header}\n"),
+            )));
+        }
+        if let Some(prefix) = &config.prefix {
+            let path = format!("{prefix}{}", request.path());
+            request.set_path(path);
+        }
+        if let Some(tag) = &config.tag {
+            request.headers_mut().append("x-trace", format!("in:{tag}"));
+        }
+        Ok(Action::Continue(request))
+    }
+
+    fn on_response(mut response: Response) -> Result<Response, Error> {
+        let config: Config = tessera_sdk::config()?;
+        if config.panic.as_deref() == Some("response") {
+            panic!("test-filter asked to panic in on_response");
+        }
+        if config.upper_body {
+            let upper = response.text_body().to_uppercase();
+            response.set_body(upper);
+        }
+        if let Some(tag) = &config.tag {
+            response
+                .headers_mut()
+                .append("x-trace", format!("out:{tag}"));
+        }
+        Ok(response)
+    }
+}
+
+tessera_sdk::filter!(TestFilter);

@@ -1,0 +1,75 @@
+//! Test handler. `{"mode": ...}` in its route config picks the behaviour:
+//! - `echo` (default): JSON with method, path, query, params, headers and body length;
+//! - `panic`: panics; `loop`: spins forever; `alloc`: grows memory without end;
+//! - `call`: GETs `config.url` through the host and reports status and body or the error;
+//! - `bad-header`: answers with a header value holding CR LF;
+//! - `print`: writes to stdout and stderr, then answers.
+
+use serde::Deserialize;
+use tessera_sdk::{Error, Handler, Request, Response, context, http};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    mode: String,
+    url: String,
+}
+
+/// The handler.
+#[derive(Debug)]
+pub struct TestHandler;
+
+impl Handler for TestHandler {
+    fn handle(request: Request) -> Result<Response, Error> {
+        let config: Config = tessera_sdk::config()?;
+        match config.mode.as_str() {
+            "panic" => panic!("test-handler asked to panic"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "call" => {
+                let body = match http::get(config.url.as_str()).send() {
+                    Ok(r) => serde_json::json!({ "status": r.status(), "body": r.text_body() }),
+                    Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+                };
+                Response::json(200, &body)
+            }
+            "bad-header" => Ok(Response::new(200).with_header("x-evil", "a\r\nset-cookie: x=1")),
+            "print" => {
+                println!("hello from stdout");
+                eprintln!("hello from stderr");
+                Ok(Response::text(200, "printed"))
+            }
+            _ => {
+                let headers: Vec<(String, String)> = request
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                    .collect();
+                Response::json(
+                    200,
+                    &serde_json::json!({
+                        "method": request.method(),
+                        "path": request.path(),
+                        "query": request.query(),
+                        "params": context::params(),
+                        "headers": headers,
+                        "body_len": request.body().map_or(0, <[u8]>::len),
+                    }),
+                )
+            }
+        }
+    }
+}
+
+tessera_sdk::handler!(TestHandler);
