@@ -18,6 +18,7 @@
 //! }
 //!
 //! tessera_sdk::handler!(Hello);
+//! # fn main() {}
 //! ```
 //!
 //! Build it with `cargo build --target wasm32-wasip2` and point a route at the `.wasm` file.
@@ -131,6 +132,7 @@ pub mod log {
 macro_rules! filter {
     ($ty:ty) => {
         $crate::__tessera_export!("tessera:gateway/filter",
+            #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
             struct __TesseraFilter;
             impl exports::tessera::gateway::request_filter::Guest for __TesseraFilter {
                 fn on_request(
@@ -146,6 +148,8 @@ macro_rules! filter {
                     $crate::__private::on_response::<$ty>(response)
                 }
             }
+            // Only a wasm component exports the ABI symbols; their names do not link natively.
+            #[cfg(target_arch = "wasm32")]
             export!(__TesseraFilter);
         );
     };
@@ -162,12 +166,14 @@ macro_rules! filter {
 macro_rules! handler {
     ($ty:ty) => {
         $crate::__tessera_export!("tessera:gateway/handler",
+            #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
             struct __TesseraHandler;
             impl exports::tessera::gateway::request_handler::Guest for __TesseraHandler {
                 fn handle(request: $crate::__private::WitRequest) -> $crate::__private::WitResponse {
                     $crate::__private::handle::<$ty>(request)
                 }
             }
+            #[cfg(target_arch = "wasm32")]
             export!(__TesseraHandler);
         );
     };
