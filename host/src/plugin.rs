@@ -626,14 +626,7 @@ impl PluginInstance {
         &mut self,
         request: bindings::Request,
     ) -> Result<RequestAction, GatewayError> {
-        let indices = self
-            .plugin
-            .filter
-            .as_ref()
-            .ok_or_else(|| self.not_a("filter"))?;
-        let guest = indices
-            .load(&mut self.store, &self.instance)
-            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        let guest = self.filter_guest()?;
         arm_deadline(&mut self.store, self.timeout);
         let result = tokio::time::timeout(
             self.timeout,
@@ -648,14 +641,7 @@ impl PluginInstance {
         &mut self,
         response: bindings::Response,
     ) -> Result<bindings::Response, GatewayError> {
-        let indices = self
-            .plugin
-            .filter
-            .as_ref()
-            .ok_or_else(|| self.not_a("filter"))?;
-        let guest = indices
-            .load(&mut self.store, &self.instance)
-            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        let guest = self.filter_guest()?;
         arm_deadline(&mut self.store, self.timeout);
         let result = tokio::time::timeout(
             self.timeout,
@@ -682,6 +668,17 @@ impl PluginInstance {
         let result =
             tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
         self.finish(result, "handle")
+    }
+
+    fn filter_guest(&mut self) -> Result<request_filter::Guest, GatewayError> {
+        let indices = self
+            .plugin
+            .filter
+            .as_ref()
+            .ok_or_else(|| self.not_a("filter"))?;
+        indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))
     }
 
     fn not_a(&self, world: &str) -> GatewayError {

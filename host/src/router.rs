@@ -364,3 +364,165 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(routes: &[(&str, &[Method])]) -> Router<usize> {
+        let mut b = RouterBuilder::default();
+        for (i, (pattern, methods)) in routes.iter().enumerate() {
+            b.insert(pattern, methods, i)
+                .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        }
+        b.build()
+    }
+
+    fn hit(r: &Router<usize>, method: Method, path: &str) -> (usize, Vec<(String, String)>) {
+        let m = r
+            .lookup(&method, path)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+        (m.value, m.params)
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn literal_param_and_catch_all() {
+        let r = router(&[
+            ("/", &[]),
+            ("/orders", &[]),
+            ("/orders/{id}", &[]),
+            ("/orders/{id}/items/{item}", &[]),
+            ("/static/{*path}", &[]),
+        ]);
+        assert_eq!(hit(&r, Method::GET, "/"), (0, vec![]));
+        assert_eq!(hit(&r, Method::GET, "/orders"), (1, vec![]));
+        assert_eq!(hit(&r, Method::GET, "/orders/42"), (2, p(&[("id", "42")])));
+        assert_eq!(
+            hit(&r, Method::GET, "/orders/42/items/7"),
+            (3, p(&[("id", "42"), ("item", "7")]))
+        );
+        assert_eq!(
+            hit(&r, Method::GET, "/static/css/site.css"),
+            (4, p(&[("path", "css/site.css")]))
+        );
+        assert_eq!(hit(&r, Method::GET, "/static/"), (4, p(&[("path", "")])));
+        assert_eq!(
+            r.lookup(&Method::GET, "/orders/42/items"),
+            Err(RouteMiss::NotFound)
+        );
+        assert_eq!(r.lookup(&Method::GET, "/nope"), Err(RouteMiss::NotFound));
+        assert_eq!(
+            r.lookup(&Method::GET, "/orders/"),
+            Err(RouteMiss::NotFound),
+            "empty segment is no param"
+        );
+    }
+
+    #[test]
+    fn literal_beats_param_beats_catch_all() {
+        let r = router(&[("/a/{x}", &[]), ("/a/b", &[]), ("/a/{*rest}", &[])]);
+        assert_eq!(hit(&r, Method::GET, "/a/b").0, 1);
+        assert_eq!(hit(&r, Method::GET, "/a/c").0, 0);
+        assert_eq!(hit(&r, Method::GET, "/a/c/d").0, 2);
+    }
+
+    #[test]
+    fn backtracks_to_a_param_when_the_literal_branch_dead_ends() {
+        let r = router(&[("/a/b/c", &[]), ("/a/{x}/d", &[])]);
+        assert_eq!(hit(&r, Method::GET, "/a/b/d"), (1, p(&[("x", "b")])));
+    }
+
+    #[test]
+    fn methods_and_405() {
+        let r = router(&[
+            ("/a", &[Method::GET]),
+            ("/a", &[Method::POST]),
+            ("/b/{x}", &[Method::PUT]),
+        ]);
+        assert_eq!(hit(&r, Method::GET, "/a").0, 0);
+        assert_eq!(hit(&r, Method::POST, "/a").0, 1);
+        assert_eq!(
+            hit(&r, Method::HEAD, "/a").0,
+            0,
+            "HEAD is served by GET routes"
+        );
+        match r.lookup(&Method::DELETE, "/a") {
+            Err(RouteMiss::MethodNotAllowed(allow)) => {
+                assert_eq!(allow, vec![Method::GET, Method::POST, Method::HEAD]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.lookup(&Method::GET, "/b/1"),
+            Err(RouteMiss::MethodNotAllowed(vec![Method::PUT]))
+        );
+    }
+
+    #[test]
+    fn a_less_specific_route_with_the_method_wins_over_405() {
+        let r = router(&[("/a/b", &[Method::GET]), ("/a/{x}", &[Method::POST])]);
+        assert_eq!(hit(&r, Method::POST, "/a/b"), (1, p(&[("x", "b")])));
+    }
+
+    #[test]
+    fn params_are_percent_decoded() {
+        let r = router(&[("/u/{name}", &[])]);
+        assert_eq!(
+            hit(&r, Method::GET, "/u/ada%20lovelace").1,
+            p(&[("name", "ada lovelace")])
+        );
+        assert_eq!(hit(&r, Method::GET, "/u/100%").1, p(&[("name", "100%")]));
+        assert_eq!(
+            hit(&r, Method::GET, "/u/%ff").1,
+            p(&[("name", "%ff")]),
+            "invalid UTF-8 stays raw"
+        );
+    }
+
+    #[test]
+    fn conflicts_are_rejected() {
+        let mut b = RouterBuilder::default();
+        b.insert("/a/{x}", &[Method::GET], 0).unwrap();
+        assert!(
+            b.insert("/a/{y}", &[Method::POST], 1).is_ok(),
+            "same shape, other method"
+        );
+        let err = b.insert("/a/{z}", &[], 2).unwrap_err();
+        assert!(
+            matches!(err, PatternError::Conflict { other: 0, .. }),
+            "{err}"
+        );
+        b.insert("/s/{*rest}", &[], 3).unwrap();
+        assert!(b.insert("/s/{*other}", &[Method::GET], 4).is_err());
+        assert!(
+            b.insert("/s/{x}", &[], 5).is_ok(),
+            "a param is not a catch-all"
+        );
+    }
+
+    #[test]
+    fn malformed_patterns_are_rejected() {
+        let mut b = RouterBuilder::default();
+        for bad in [
+            "",
+            "a",
+            "/a//b",
+            "/{}",
+            "/{x",
+            "/a{x}",
+            "/{x}/{x}",
+            "/{*r}/more",
+            "/a?b",
+            "/{a-b}",
+        ] {
+            assert!(b.insert(bad, &[], 0).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -74,19 +74,34 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 /// Builds every plugin once and returns the directory of the `.wasm` files.
-fn build_plugins() -> anyhow::Result<PathBuf> {
+fn build_plugins(profile: Profile) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let mut cmd = cargo();
     cmd.args(["build", "--target", WASM_TARGET]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
     for p in PLUGINS {
         cmd.args(["-p", p]);
     }
     run(cmd)?;
-    Ok(target_dir().join(WASM_TARGET).join("debug"))
+    let dir = match profile {
+        Profile::Debug => "debug",
+        Profile::Release => "release",
+    };
+    Ok(target_dir().join(WASM_TARGET).join(dir))
+}
+
+/// Tests and the demo use debug plugins (fast to build); benchmarks measure release plugins,
+/// as production runs them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Debug,
+    Release,
 }
 
 fn demo() -> anyhow::Result<()> {
-    let plugins = build_plugins()?;
+    let plugins = build_plugins(Profile::Debug)?;
     let mut cmd = cargo();
     cmd.args(["run", "--quiet", "-p", "tessera-demo", "--"])
         .arg(&plugins);
@@ -97,7 +112,7 @@ fn test() -> anyhow::Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
-    let plugins = build_plugins()?;
+    let plugins = build_plugins(Profile::Debug)?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -115,7 +130,7 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn bench() -> anyhow::Result<()> {
-    let plugins = build_plugins()?;
+    let plugins = build_plugins(Profile::Release)?;
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "tessera", "--bench", "instantiate"])
         .env("TESSERA_PLUGIN_DIR", &plugins);
