@@ -257,7 +257,9 @@ fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
     data.extend_from_slice(&Sha256::digest(&payload));
     data.extend_from_slice(&payload);
     // Write then rename, so a reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{unique}", std::process::id()));
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)?;
     Ok(())

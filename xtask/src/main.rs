@@ -126,7 +126,45 @@ fn test() -> anyhow::Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"])
         .env("TESSERA_PLUGIN_DIR", &plugins);
-    run(test)
+    run_tests(test)
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line summing every test
+/// binary's result (cargo prints one `test result:` line per binary, the last often for an
+/// empty doc-test set).
+fn run_tests(mut cmd: Command) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().context("capturing cargo test output")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for part in result.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
 }
 
 fn bench() -> anyhow::Result<()> {
