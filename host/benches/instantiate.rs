@@ -8,6 +8,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tessera::bindings;
 use tessera::config::PluginsConfig;
+use tessera::outbound::OutboundLimits;
 use tessera::plugin::{CallContext, PluginEngine, PluginInstance};
 use tessera::upstream::Upstreams;
 
@@ -31,6 +32,12 @@ fn call_context() -> CallContext {
         params: vec![("name".to_owned(), "bench".to_owned())].into(),
         granted: Vec::new().into(),
         upstreams: Arc::new(Upstreams::default()),
+        allow_hosts: Vec::new().into(),
+        traceparent: None,
+        limits: OutboundLimits {
+            max_calls: 64,
+            max_in_flight: 16,
+        },
         max_body_bytes: 1 << 20,
     }
 }

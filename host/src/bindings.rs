@@ -9,10 +9,13 @@ mod generated {
         path: "../wit",
         world: "tessera:gateway/plugin",
         imports: {
-            "tessera:gateway/http-client.send": async | trappable,
+            "tessera:gateway/http-client": async | trappable,
             default: trappable,
         },
         exports: { default: async },
+        with: {
+            "tessera:gateway/http-client.pending-response": crate::outbound::PendingCall,
+        },
     });
 }
 

@@ -26,6 +26,8 @@ pub struct RequestInfo {
     pub client: SocketAddr,
     /// Path parameters of the matched route.
     pub params: Arc<[(String, String)]>,
+    /// The request's trace context (the client's `traceparent`, or one the gateway started).
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// Runs the route: filters in, target, filters out. Never fails: errors become responses here
@@ -103,6 +105,9 @@ async fn instantiate(
         params: Arc::clone(&info.params),
         granted: Arc::clone(&use_.upstreams),
         upstreams: Arc::clone(&runtime.upstreams),
+        allow_hosts: Arc::clone(&use_.allow_hosts),
+        traceparent: info.traceparent.clone(),
+        limits: runtime.outbound_limits,
         max_body_bytes: runtime.max_body_bytes,
     };
     PluginInstance::new(&runtime.engine, plugin, call).await

@@ -130,6 +130,10 @@ pub struct PluginLimits {
     pub timeout_ms: u64,
     /// Largest linear memory a plugin instance may grow to, in bytes. Default 64 MiB.
     pub memory_bytes: usize,
+    /// Outbound calls one plugin instance (one request) may make. Default 64.
+    pub max_calls: u32,
+    /// Outbound calls of one plugin instance running at once. Default 16.
+    pub max_in_flight: u32,
 }
 
 impl Default for PluginLimits {
@@ -137,6 +141,8 @@ impl Default for PluginLimits {
         Self {
             timeout_ms: 5_000,
             memory_bytes: 64 * 1024 * 1024,
+            max_calls: 64,
+            max_in_flight: 16,
         }
     }
 }
@@ -200,6 +206,9 @@ pub struct HandlerConfig {
     /// Upstreams the plugin may call by name.
     #[serde(default)]
     pub upstreams: Vec<Spanned<String>>,
+    /// Hosts outside the upstreams the plugin may call, exactly as written (`host` or `host:port`).
+    #[serde(default)]
+    pub allow_hosts: Vec<Spanned<String>>,
 }
 
 /// One entry of a route's `filters`.
@@ -218,6 +227,9 @@ pub struct FilterConfig {
     /// Upstreams the filter may call by name.
     #[serde(default)]
     pub upstreams: Vec<Spanned<String>>,
+    /// Hosts outside the upstreams the filter may call, exactly as written (`host` or `host:port`).
+    #[serde(default)]
+    pub allow_hosts: Vec<Spanned<String>>,
 }
 
 impl Config {
@@ -321,6 +333,13 @@ impl Validator<'_> {
                 "must be at least 1",
             );
         }
+        if config.plugins.limits.max_in_flight == 0 {
+            return self.err(
+                usize::MAX,
+                "plugins.limits.max_in_flight".into(),
+                "must be at least 1",
+            );
+        }
         if config.plugins.limits.timeout_ms == 0 {
             return self.err(
                 usize::MAX,
@@ -409,12 +428,18 @@ impl Validator<'_> {
                     for u in &h.upstreams {
                         self.check_upstream(config, u, format!("{key}.handler.upstreams"))?;
                     }
+                    for a in &h.allow_hosts {
+                        self.check_host(a, format!("{key}.handler.allow_hosts"))?;
+                    }
                 }
             }
             for (j, f) in route.filters.iter().enumerate() {
                 self.check_plugin(config, &f.plugin, format!("{key}.filters[{j}].plugin"))?;
                 for u in &f.upstreams {
                     self.check_upstream(config, u, format!("{key}.filters[{j}].upstreams"))?;
+                }
+                for a in &f.allow_hosts {
+                    self.check_host(a, format!("{key}.filters[{j}].allow_hosts"))?;
                 }
             }
         }
@@ -440,6 +465,23 @@ impl Validator<'_> {
                 list_or_none(&known)
             ),
         )
+    }
+
+    fn check_host(&self, host: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+        let text = host.get_ref();
+        let ok = !text.contains(['@', '/', '?', '#', '*'])
+            && text
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.host().is_empty());
+        if ok {
+            Ok(())
+        } else {
+            self.err(
+                host.span().start,
+                key,
+                format!("`{text}` is not a host or host:port"),
+            )
+        }
     }
 
     fn check_plugin(

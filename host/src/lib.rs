@@ -23,6 +23,7 @@ pub mod body;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod outbound;
 pub mod plugin;
 pub mod router;
 pub mod routes;

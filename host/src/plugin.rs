@@ -28,6 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{self, RequestAction, request_filter, request_handler};
 use crate::config::{PluginLimits, PluginUse, PluginsConfig};
 use crate::error::{GatewayError, PluginFailure};
+use crate::outbound::{Outbound, OutboundLimits};
 use crate::upstream::Upstreams;
 
 /// How often the epoch advances; the granularity of plugin deadlines.
@@ -240,6 +241,7 @@ impl PluginEngine {
                 max_memory: self.limits.memory_bytes,
                 memory_denied: false,
             },
+            outbound: Outbound::new(Arc::clone(&call)),
             call,
         };
         let mut store = Store::new(&self.engine, state);
@@ -421,6 +423,12 @@ pub struct CallContext {
     pub granted: Arc<[String]>,
     /// The gateway's upstreams.
     pub upstreams: Arc<Upstreams>,
+    /// Hosts (not upstreams) this plugin may call directly on this route.
+    pub allow_hosts: Arc<[String]>,
+    /// The request's W3C trace context; outbound calls carry a child of it.
+    pub traceparent: Option<Arc<str>>,
+    /// Caps on outbound calls.
+    pub limits: OutboundLimits,
     /// Largest response body an outbound call may hand the plugin.
     pub max_body_bytes: usize,
 }
@@ -431,6 +439,7 @@ pub struct PluginState {
     table: ResourceTable,
     limiter: PluginLimiter,
     call: Arc<CallContext>,
+    outbound: Outbound,
 }
 
 impl fmt::Debug for PluginState {
@@ -750,9 +759,12 @@ fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) ->
 mod host {
     //! The `tessera:gateway` imports, implemented on [`PluginState`].
 
+    use wasmtime::component::Resource;
+
     use super::PluginState;
     use crate::bindings::{HttpError, OutgoingRequest, Response};
     use crate::bindings::{Level, config, context, http_client, log};
+    use crate::outbound::PendingCall;
 
     /// Longest log message a plugin may write; longer ones are cut.
     const MAX_LOG_MESSAGE: usize = 8192;
@@ -827,7 +839,38 @@ mod host {
             &mut self,
             request: OutgoingRequest,
         ) -> wasmtime::Result<Result<Response, HttpError>> {
-            Ok(crate::upstream::send_for_plugin(&self.call, request).await)
+            Ok(self.outbound.send(request).await)
+        }
+
+        async fn start(
+            &mut self,
+            request: OutgoingRequest,
+        ) -> wasmtime::Result<Resource<PendingCall>> {
+            let pending = self.outbound.start(request);
+            Ok(self.table.push(pending)?)
+        }
+
+        async fn send_all(
+            &mut self,
+            requests: Vec<OutgoingRequest>,
+        ) -> wasmtime::Result<Vec<Result<Response, HttpError>>> {
+            Ok(self.outbound.send_all(requests).await)
+        }
+    }
+
+    impl http_client::HostPendingResponse for PluginState {
+        async fn wait(
+            &mut self,
+            pending: Resource<PendingCall>,
+        ) -> wasmtime::Result<Result<Response, HttpError>> {
+            let pending = self.table.get_mut(&pending)?;
+            Ok(crate::outbound::wait(pending).await)
+        }
+
+        async fn drop(&mut self, pending: Resource<PendingCall>) -> wasmtime::Result<()> {
+            // Dropping the entry aborts a call still running.
+            self.table.delete(pending)?;
+            Ok(())
         }
     }
 }

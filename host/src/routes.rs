@@ -16,6 +16,8 @@ pub struct RoutePlugin {
     pub config_json: Arc<str>,
     /// Upstreams it may call.
     pub upstreams: Arc<[String]>,
+    /// Other hosts it may call.
+    pub allow_hosts: Arc<[String]>,
     /// Whether bodies are buffered for it (filters; handlers always get the request body).
     pub buffer_body: bool,
 }
@@ -26,6 +28,7 @@ impl RoutePlugin {
             plugin: f.plugin.get_ref().clone(),
             config_json: table_to_json(f.config.as_ref()).into(),
             upstreams: f.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
+            allow_hosts: f.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: f.buffer_body,
         }
     }
@@ -35,6 +38,7 @@ impl RoutePlugin {
             plugin: h.plugin.get_ref().clone(),
             config_json: table_to_json(h.config.as_ref()).into(),
             upstreams: h.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
+            allow_hosts: h.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: true,
         }
     }
@@ -75,6 +79,8 @@ pub struct Runtime {
     pub plugins: PluginRegistry,
     /// Largest body buffered for a plugin.
     pub max_body_bytes: usize,
+    /// Caps on plugins' outbound calls.
+    pub outbound_limits: crate::outbound::OutboundLimits,
 }
 
 impl Runtime {
@@ -115,6 +121,10 @@ impl Runtime {
             engine,
             plugins,
             max_body_bytes: config.server.max_body_bytes,
+            outbound_limits: crate::outbound::OutboundLimits {
+                max_calls: config.plugins.limits.max_calls,
+                max_in_flight: config.plugins.limits.max_in_flight,
+            },
         })
     }
 }

@@ -26,6 +26,71 @@ use crate::routes::Runtime;
 /// The request id header, accepted from clients and set on responses and upstream requests.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
+/// The W3C trace context header.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// A random 64-bit value (std's hasher keys are randomly seeded per process and per call).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish()
+}
+
+/// A valid `traceparent` (version 00 layout, non-zero ids), or `None`.
+fn parse_traceparent(value: &str) -> Option<&str> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    match parts.as_slice() {
+        [version, trace, parent, flags, ..]
+            if hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && nonzero(trace)
+                && hex(parent, 16)
+                && nonzero(parent)
+                && hex(flags, 2) =>
+        {
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
+/// A fresh trace context for a request that came without one.
+fn new_traceparent() -> String {
+    format!(
+        "00-{:016x}{:016x}-{:016x}-00",
+        random_u64(),
+        random_u64(),
+        random_u64() | 1
+    )
+}
+
+/// The trace context for a call made on behalf of `parent`: same trace, new parent id.
+pub fn child_traceparent(parent: &str) -> String {
+    let mut parts = parent.splitn(4, '-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(trace), Some(_), Some(flags)) => {
+            format!(
+                "00-{trace}-{:016x}-{}",
+                random_u64() | 1,
+                &flags[..flags.len().min(2)]
+            )
+        }
+        _ => new_traceparent(),
+    }
+}
+
 /// Serves `runtime` on `listener` until `shutdown` turns true, then stops accepting and waits up
 /// to `grace` for in-flight requests.
 pub async fn serve(
@@ -150,10 +215,17 @@ async fn route(
         ));
         return error::into_response(&e, request_id);
     };
+    let traceparent = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+        .map_or_else(new_traceparent, str::to_owned);
     let info = RequestInfo {
         request_id: Arc::clone(request_id),
         client,
         params: matched.params.into(),
+        traceparent: Some(traceparent.into()),
     };
     chain::run(runtime, entry, request.map(body::boxed), &info).await
 }
@@ -209,5 +281,25 @@ mod tests {
         assert!(!valid_request_id(""));
         assert!(!valid_request_id("has space"));
         assert!(!valid_request_id(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn trace_context_is_kept_and_children_get_new_parent_ids() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(parse_traceparent(tp), Some(tp));
+        assert_eq!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(parse_traceparent("garbage"), None);
+        let child = child_traceparent(tp);
+        assert!(
+            child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{child}"
+        );
+        assert!(child.ends_with("-01"));
+        assert_ne!(child, tp);
+        assert!(parse_traceparent(&child).is_some());
+        assert!(parse_traceparent(&new_traceparent()).is_some());
     }
 }

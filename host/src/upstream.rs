@@ -6,18 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::bindings::{self, HttpError, OutgoingRequest};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
-use crate::plugin::CallContext;
 
 /// Checks an upstream target: `host:port` (no scheme, no path).
 pub fn parse_target(target: &str) -> Result<http::uri::Authority, String> {
@@ -51,13 +48,10 @@ impl Upstream {
             .iter()
             .map(|t| parse_target(t.get_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle_per_target)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = pooled_client(
+            Duration::from_millis(config.connect_timeout_ms),
+            config.max_idle_per_target,
+        );
         Ok(Self {
             name: name.to_owned(),
             targets,
@@ -87,47 +81,83 @@ impl Upstream {
     /// response headers at most `timeout`. The response body streams.
     pub async fn send(
         &self,
-        mut request: Request<Body>,
+        request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Body>, GatewayError> {
         let target = self.pick().clone();
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(target.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
-        *request.uri_mut() = uri;
-        // HTTP/1.1 to upstreams; the client negotiates nothing else over cleartext.
-        *request.version_mut() = http::Version::HTTP_11;
-        if let Ok(host) = HeaderValue::from_str(target.as_str()) {
-            request.headers_mut().insert(header::HOST, host);
-        }
-        let sent = tokio::time::timeout(timeout, self.client.request(request)).await;
-        match sent {
-            Err(_) => Err(GatewayError::UpstreamTimeout {
-                upstream: self.name.clone(),
-                timeout,
-            }),
-            Ok(Err(e)) => Err(GatewayError::UpstreamConnect {
-                upstream: self.name.clone(),
-                source: anyhow::Error::new(e).context(format!("target {target}")),
-            }),
-            Ok(Ok(response)) => Ok(response.map(body::boxed)),
+        send_to(&self.client, &self.name, target, request, timeout).await
+    }
+}
+
+/// Sends `request` to `authority` over `client`; `label` names the destination in errors.
+pub async fn send_to(
+    client: &Client<HttpConnector, Body>,
+    label: &str,
+    authority: http::uri::Authority,
+    mut request: Request<Body>,
+    timeout: Duration,
+) -> Result<Response<Body>, GatewayError> {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
+    *request.uri_mut() = uri;
+    // HTTP/1.1 to upstreams; the client negotiates nothing else over cleartext.
+    *request.version_mut() = http::Version::HTTP_11;
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            upstream: label.to_owned(),
+            timeout,
+        }),
+        Ok(Err(e)) => Err(GatewayError::UpstreamConnect {
+            upstream: label.to_owned(),
+            source: anyhow::Error::new(e).context(format!("target {authority}")),
+        }),
+        Ok(Ok(response)) => Ok(response.map(body::boxed)),
+    }
+}
+
+/// A pooled client with the given connect timeout.
+fn pooled_client(connect_timeout: Duration, max_idle: usize) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// All upstreams by name, and the client for hosts that routes allow plugins to call directly.
+#[derive(Debug)]
+pub struct Upstreams {
+    by_name: BTreeMap<String, Arc<Upstream>>,
+    direct: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            by_name: BTreeMap::new(),
+            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8),
         }
     }
 }
 
-/// All upstreams by name.
-#[derive(Debug, Default)]
-pub struct Upstreams {
-    by_name: BTreeMap<String, Arc<Upstream>>,
-}
+/// Connect timeout for calls to allowed hosts that are not configured upstreams.
+const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Response timeout for those calls (a plugin may lower it per call).
+pub const DIRECT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Upstreams {
     /// Builds every upstream in the config.
@@ -136,7 +166,15 @@ impl Upstreams {
         for (name, config) in configs {
             by_name.insert(name.clone(), Arc::new(Upstream::new(name, config)?));
         }
-        Ok(Self { by_name })
+        Ok(Self {
+            by_name,
+            ..Self::default()
+        })
+    }
+
+    /// The client for allowed hosts outside the configured upstreams.
+    pub fn direct(&self) -> &Client<HttpConnector, Body> {
+        &self.direct
     }
 
     /// The upstream called `name`.
@@ -212,91 +250,6 @@ pub async fn proxy(
     let mut response = upstream.send(request, upstream.response_timeout()).await?;
     strip_hop_by_hop(response.headers_mut());
     Ok(response)
-}
-
-/// Sends a plugin's outgoing request to a named upstream the route granted, and buffers the
-/// response for the plugin. Every failure is a typed `http-error` the plugin can match on.
-pub async fn send_for_plugin(
-    call: &CallContext,
-    request: OutgoingRequest,
-) -> Result<bindings::Response, HttpError> {
-    let uri: Uri = request
-        .url
-        .parse()
-        .map_err(|_| HttpError::InvalidRequest(format!("`{}` is not a valid URL", request.url)))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(HttpError::InvalidRequest(format!(
-            "`{}`: use http://<upstream>/<path> to name an upstream",
-            request.url
-        )));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| HttpError::InvalidRequest(format!("`{}` has no host", request.url)))?;
-    // A named upstream is a bare name: no port, no userinfo tricks.
-    let name = authority.as_str();
-    if authority.port().is_some() || name.contains('@') || !crate::config::valid_name(name) {
-        return Err(HttpError::Denied(format!(
-            "`{name}` is not an upstream this route grants"
-        )));
-    }
-    if !call.granted.iter().any(|g| g == name) {
-        return Err(HttpError::Denied(format!(
-            "upstream `{name}` is not granted to this plugin on this route"
-        )));
-    }
-    let upstream = call
-        .upstreams
-        .get(name)
-        .ok_or_else(|| HttpError::Denied(format!("upstream `{name}` does not exist")))?;
-
-    let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-        HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
-    })?;
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
-    let headers = builder
-        .headers_mut()
-        .ok_or_else(|| HttpError::InvalidRequest("bad request".into()))?;
-    for h in &request.headers {
-        let (name, value) =
-            crate::chain::header_from_plugin(h).map_err(HttpError::InvalidRequest)?;
-        headers.append(name, value);
-    }
-    strip_hop_by_hop(headers);
-    if let Ok(v) = HeaderValue::from_str(&call.request_id) {
-        headers.insert(crate::server::REQUEST_ID, v);
-    }
-    let body = request.body.map(Bytes::from).unwrap_or_default();
-    let outgoing = builder
-        .body(body::full(body))
-        .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
-
-    let mut timeout = upstream.response_timeout();
-    if let Some(ms) = request.timeout_ms {
-        timeout = timeout.min(Duration::from_millis(u64::from(ms)));
-    }
-    let response = match upstream.send(outgoing, timeout).await {
-        Ok(r) => r,
-        Err(GatewayError::UpstreamTimeout { .. }) => return Err(HttpError::Timeout),
-        Err(e) => return Err(HttpError::ConnectionFailed(e.to_string())),
-    };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let body = match tokio::time::timeout(timeout, body::collect(body, call.max_body_bytes)).await {
-        Err(_) => return Err(HttpError::Timeout),
-        Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
-        Ok(Err(body::CollectError::Stream(e))) => {
-            return Err(HttpError::ConnectionFailed(e.to_string()));
-        }
-        Ok(Ok(b)) => b,
-    };
-    Ok(bindings::Response {
-        status: parts.status.as_u16(),
-        headers: crate::chain::headers_to_plugin(&parts.headers),
-        body: Some(body.to_vec()),
-    })
 }
 
 #[cfg(test)]

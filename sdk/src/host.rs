@@ -40,6 +40,16 @@ mod imp {
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
         http_client::send(request)
     }
+    pub type Pending = http_client::PendingResponse;
+    pub fn start(request: &OutgoingRequest) -> Pending {
+        http_client::start(request)
+    }
+    pub fn wait(pending: Pending) -> Result<Response, HttpError> {
+        pending.wait()
+    }
+    pub fn send_all(requests: &[OutgoingRequest]) -> Vec<Result<Response, HttpError>> {
+        http_client::send_all(requests)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -66,7 +76,23 @@ mod imp {
         with_mock(|m| m.route())
     }
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
-        with_mock(|m| m.send(request))
+        with_mock(|m| {
+            let pending = m.start(request);
+            m.wait(pending)
+        })
+    }
+    pub type Pending = crate::testing::MockPending;
+    pub fn start(request: &OutgoingRequest) -> Pending {
+        with_mock(|m| m.start(request))
+    }
+    pub fn wait(pending: Pending) -> Result<Response, HttpError> {
+        with_mock(|m| m.wait(pending))
+    }
+    pub fn send_all(requests: &[OutgoingRequest]) -> Vec<Result<Response, HttpError>> {
+        with_mock(|m| {
+            let pending: Vec<Pending> = requests.iter().map(|r| m.start(r)).collect();
+            pending.into_iter().map(|p| m.wait(p)).collect()
+        })
     }
 }
 

@@ -85,6 +85,58 @@ pub fn post(url: impl Into<String>) -> OutgoingRequest {
     OutgoingRequest::new("POST", url)
 }
 
+/// A `PUT` request.
+pub fn put(url: impl Into<String>) -> OutgoingRequest {
+    OutgoingRequest::new("PUT", url)
+}
+
+/// A `DELETE` request.
+pub fn delete(url: impl Into<String>) -> OutgoingRequest {
+    OutgoingRequest::new("DELETE", url)
+}
+
+/// Sends all requests concurrently; the results come back in the same order. The time taken is
+/// about that of the slowest call.
+pub fn send_all(
+    requests: impl IntoIterator<Item = OutgoingRequest>,
+) -> Vec<Result<Response, HttpError>> {
+    let requests: Vec<wit::OutgoingRequest> = requests
+        .into_iter()
+        .map(OutgoingRequest::into_wit)
+        .collect();
+    host::send_all(&requests)
+        .into_iter()
+        .map(|r| r.map(Response::from_wit).map_err(HttpError::from))
+        .collect()
+}
+
+/// Waits for every pending call, in order.
+pub fn join_all(pending: impl IntoIterator<Item = Pending>) -> Vec<Result<Response, HttpError>> {
+    pending.into_iter().map(Pending::wait).collect()
+}
+
+/// A call already running on the gateway; [`Pending::wait`] takes its result. Dropping it
+/// cancels the call.
+#[must_use = "a pending call is cancelled when dropped; wait for it"]
+pub struct Pending {
+    inner: host::Pending,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Waits for the response.
+    pub fn wait(self) -> Result<Response, HttpError> {
+        host::wait(self.inner)
+            .map(Response::from_wit)
+            .map_err(HttpError::from)
+    }
+}
+
 impl OutgoingRequest {
     /// A request with any method.
     pub fn new(method: &str, url: impl Into<String>) -> Self {
@@ -142,6 +194,15 @@ impl OutgoingRequest {
     /// The body, if set.
     pub fn body_bytes(&self) -> Option<&[u8]> {
         self.body.as_deref()
+    }
+
+    /// Starts the request and returns at once; other work (and other calls) can go on while it
+    /// runs. Errors (denied, invalid, over a limit) come from [`Pending::wait`].
+    pub fn start(self) -> Pending {
+        let request = self.into_wit();
+        Pending {
+            inner: host::start(&request),
+        }
     }
 
     /// Sends the request and waits for the response.

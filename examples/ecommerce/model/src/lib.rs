@@ -1,0 +1,164 @@
+//! What the e-commerce plugins read from the services and how they shape their answers.
+//!
+//! Merged answers carry an `errors` array: when a secondary service fails, the part it would
+//! have filled is `null` and `errors` says which part is missing and why, while the answer
+//! stays 200. Missing primary data (the order, the user of a history) is a 404.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tessera_sdk::Response;
+use tessera_sdk::http::HttpError;
+
+/// An order as the orders service returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Order {
+    /// Order id.
+    pub id: u64,
+    /// Who ordered.
+    pub user_id: u64,
+    /// Where.
+    pub store_id: u64,
+    /// `processing`, `shipped`, `delivered`, `cancelled`.
+    pub status: String,
+    /// RFC 3339 timestamp.
+    pub created_at: String,
+    /// Lines of the order.
+    pub items: Vec<Item>,
+}
+
+/// One order line.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Item {
+    /// Product id.
+    pub product_id: u64,
+    /// How many.
+    pub quantity: u32,
+    /// Price per unit when ordered.
+    pub unit_price: f64,
+}
+
+impl Order {
+    /// Sum of the lines, rounded to cents.
+    pub fn total(&self) -> f64 {
+        let cents: f64 = self
+            .items
+            .iter()
+            .map(|i| (i.unit_price * 100.0).round() * f64::from(i.quantity))
+            .sum();
+        cents / 100.0
+    }
+
+    /// Distinct product ids in first-seen order.
+    pub fn product_ids(&self) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for item in &self.items {
+            if !ids.contains(&item.product_id) {
+                ids.push(item.product_id);
+            }
+        }
+        ids
+    }
+
+    /// The order with each line's product (or `null`) merged in.
+    pub fn to_json(&self, products: &HashMap<u64, Value>) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .map(|i| {
+                json!({
+                    "product_id": i.product_id,
+                    "quantity": i.quantity,
+                    "unit_price": i.unit_price,
+                    "product": products.get(&i.product_id).cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "store_id": self.store_id,
+            "total": self.total(),
+            "items": items,
+        })
+    }
+}
+
+/// The fields of a user record that may leave the gateway.
+pub fn public_user(user: &Value) -> Value {
+    json!({
+        "id": user["id"],
+        "name": user["name"],
+        "loyalty_tier": user["loyalty_tier"],
+    })
+}
+
+/// The fields of a product a client needs with an order.
+pub fn product_summary(product: &Value) -> Value {
+    json!({
+        "id": product["id"],
+        "name": product["name"],
+        "category": product["category"],
+        "price": product["price"],
+    })
+}
+
+/// The fields of a store a client needs with an order.
+pub fn store_summary(store: &Value) -> Value {
+    json!({
+        "id": store["id"],
+        "name": store["name"],
+        "city": store["city"],
+        "address": store["address"],
+        "opening_hours": store["opening_hours"],
+    })
+}
+
+/// Why a part of an answer is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The service answered 404.
+    NotFound,
+    /// The service answered another non-2xx status, the body was not JSON, or the call failed.
+    Failed(String),
+}
+
+/// A service's JSON answer, or why there is none.
+pub fn json_of(result: Result<Response, HttpError>) -> Result<Value, Missing> {
+    match result {
+        Ok(r) if r.status() == 404 => Err(Missing::NotFound),
+        Ok(r) if r.is_success() => r
+            .json_body::<Value>()
+            .map_err(|e| Missing::Failed(e.message().to_owned())),
+        Ok(r) => Err(Missing::Failed(format!("service answered {}", r.status()))),
+        Err(e) => Err(Missing::Failed(e.to_string())),
+    }
+}
+
+/// Collects the `errors` entries of a merged answer.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<Value>);
+
+impl Errors {
+    /// Takes a secondary part: its value, or `null` plus an entry naming `part`.
+    pub fn part(&mut self, part: &str, result: Result<Value, Missing>) -> Value {
+        match result {
+            Ok(v) => v,
+            Err(Missing::NotFound) => {
+                self.0.push(json!({ "part": part, "error": "not found" }));
+                Value::Null
+            }
+            Err(Missing::Failed(why)) => {
+                self.0.push(json!({ "part": part, "error": why }));
+                Value::Null
+            }
+        }
+    }
+
+    /// The entries, for the answer.
+    pub fn into_json(self) -> Value {
+        Value::Array(self.0)
+    }
+}

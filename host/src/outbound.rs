@@ -1,0 +1,323 @@
+//! Plugins' outgoing HTTP calls: who may be called, how many calls, and running them.
+//!
+//! A call names an upstream (`http://users/...`) the route granted, or a host the route lists in
+//! `allow_hosts` (matched exactly, `host` or `host:port`). Everything is checked before any
+//! connection is made: the URL (no userinfo, http only), the grant, the method and headers, and the
+//! per-request caps on total calls and calls in flight. Responses are buffered for the plugin up to
+//! `server.max_body_bytes`; redirects are returned, never followed.
+//!
+//! Calls started with `start` run as tokio tasks owned by the plugin's store: when the request
+//! ends (answered, client gone, plugin trapped) the store is dropped and the tasks are aborted,
+//! which drops their upstream connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Uri};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::bindings::{self, HttpError, OutgoingRequest};
+use crate::body;
+use crate::error::GatewayError;
+use crate::plugin::CallContext;
+use crate::upstream::{self, Upstream};
+
+/// Per-request caps on a plugin's calls.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundLimits {
+    /// Calls a plugin instance may make in total.
+    pub max_calls: u32,
+    /// Calls running at once.
+    pub max_in_flight: u32,
+}
+
+/// A `pending-response` resource: a call the host launched.
+#[derive(Debug)]
+pub enum PendingCall {
+    /// Running as a task; aborted if dropped unfinished.
+    Running(AbortOnDrop),
+    /// Refused before it started.
+    Failed(HttpError),
+    /// Already waited for.
+    Taken,
+}
+
+/// A task handle that aborts the task when dropped.
+#[derive(Debug)]
+pub struct AbortOnDrop(JoinHandle<Result<bindings::Response, HttpError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A checked call, ready to run.
+struct Prepared {
+    destination: Destination,
+    request: Request<body::Body>,
+    timeout: Duration,
+}
+
+enum Destination {
+    Upstream(Arc<Upstream>),
+    Direct(http::uri::Authority),
+}
+
+/// One plugin instance's outbound state.
+#[derive(Debug)]
+pub struct Outbound {
+    call: Arc<CallContext>,
+    calls: u32,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Outbound {
+    /// Fresh state for a plugin instance.
+    pub fn new(call: Arc<CallContext>) -> Self {
+        let permits = call.limits.max_in_flight.max(1) as usize;
+        Self {
+            call,
+            calls: 0,
+            in_flight: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    /// Sends one call and waits for it.
+    pub async fn send(
+        &mut self,
+        request: OutgoingRequest,
+    ) -> Result<bindings::Response, HttpError> {
+        let prepared = self.prepare(request)?;
+        let permit = acquire(&self.in_flight).await?;
+        execute(&self.call, prepared, permit).await
+    }
+
+    /// Launches one call as a task.
+    pub fn start(&mut self, request: OutgoingRequest) -> PendingCall {
+        let prepared = match self.prepare(request) {
+            Ok(p) => p,
+            Err(e) => return PendingCall::Failed(e),
+        };
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            return PendingCall::Failed(HttpError::LimitExceeded(format!(
+                "more than {} calls in flight",
+                self.call.limits.max_in_flight
+            )));
+        };
+        let call = Arc::clone(&self.call);
+        PendingCall::Running(AbortOnDrop(tokio::spawn(async move {
+            execute(&call, prepared, permit).await
+        })))
+    }
+
+    /// Runs all calls concurrently (at most `max_in_flight` at a time); results keep the order.
+    pub async fn send_all(
+        &mut self,
+        requests: Vec<OutgoingRequest>,
+    ) -> Vec<Result<bindings::Response, HttpError>> {
+        let prepared: Vec<Result<Prepared, HttpError>> =
+            requests.into_iter().map(|r| self.prepare(r)).collect();
+        let runs = prepared.into_iter().map(|p| {
+            let call = Arc::clone(&self.call);
+            let in_flight = Arc::clone(&self.in_flight);
+            async move {
+                let prepared = p?;
+                let permit = acquire(&in_flight).await?;
+                execute(&call, prepared, permit).await
+            }
+        });
+        futures::future::join_all(runs).await
+    }
+
+    /// Checks a call against the URL rules, the grants and the call cap.
+    fn prepare(&mut self, request: OutgoingRequest) -> Result<Prepared, HttpError> {
+        if self.calls >= self.call.limits.max_calls {
+            return Err(HttpError::LimitExceeded(format!(
+                "more than {} calls for one request",
+                self.call.limits.max_calls
+            )));
+        }
+        self.calls += 1;
+        let (destination, path_and_query, default_timeout) = self.destination(&request.url)?;
+        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
+        })?;
+        let mut builder = Request::builder().method(method).uri(path_and_query);
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| HttpError::InvalidRequest("malformed request".into()))?;
+        for h in &request.headers {
+            let (name, value) =
+                crate::chain::header_from_plugin(h).map_err(HttpError::InvalidRequest)?;
+            headers.append(name, value);
+        }
+        upstream::strip_hop_by_hop(headers);
+        if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
+            headers.insert(crate::server::REQUEST_ID, v);
+        }
+        if let Some(parent) = &self.call.traceparent {
+            if let Ok(v) = HeaderValue::from_str(&crate::server::child_traceparent(parent)) {
+                headers.insert(crate::server::TRACEPARENT, v);
+            }
+        }
+        let body = request.body.map(Bytes::from).unwrap_or_default();
+        let request_out = builder
+            .body(body::full(body))
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+        let mut timeout = default_timeout;
+        if let Some(ms) = request.timeout_ms {
+            timeout = timeout.min(Duration::from_millis(u64::from(ms)));
+        }
+        Ok(Prepared {
+            destination,
+            request: request_out,
+            timeout,
+        })
+    }
+
+    /// Resolves a URL to a granted upstream or an allowed host.
+    fn destination(&self, url: &str) -> Result<(Destination, String, Duration), HttpError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| HttpError::InvalidRequest(format!("`{url}` is not a valid URL")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(HttpError::InvalidRequest(format!(
+                    "`{url}`: scheme `{other}` is not supported; use http://<upstream>/<path>"
+                )));
+            }
+            None => {
+                return Err(HttpError::InvalidRequest(format!(
+                    "`{url}` is not absolute; use http://<upstream>/<path>"
+                )));
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| HttpError::InvalidRequest(format!("`{url}` has no host")))?;
+        // `http://user@host` could make a reader believe the call goes to `user`; refuse it.
+        if authority.as_str().contains('@') {
+            return Err(HttpError::Denied(format!(
+                "`{url}`: URLs with userinfo are not allowed"
+            )));
+        }
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let host = authority.host();
+        if authority.port().is_none() && self.call.granted.iter().any(|g| g == host) {
+            let upstream =
+                self.call.upstreams.get(host).ok_or_else(|| {
+                    HttpError::Denied(format!("upstream `{host}` does not exist"))
+                })?;
+            let timeout = upstream.response_timeout();
+            return Ok((
+                Destination::Upstream(Arc::clone(upstream)),
+                path_and_query,
+                timeout,
+            ));
+        }
+        let wanted = authority.as_str().to_ascii_lowercase();
+        let with_default_port = if authority.port().is_none() {
+            format!("{wanted}:80")
+        } else {
+            wanted.clone()
+        };
+        let allowed = self.call.allow_hosts.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            a == wanted
+                || a == with_default_port
+                || (authority.port_u16() == Some(80) && a == host.to_ascii_lowercase())
+        });
+        if allowed {
+            let target: http::uri::Authority = with_default_port
+                .parse()
+                .map_err(|_| HttpError::InvalidRequest(format!("`{url}` has an invalid host")))?;
+            return Ok((
+                Destination::Direct(target),
+                path_and_query,
+                upstream::DIRECT_RESPONSE_TIMEOUT,
+            ));
+        }
+        Err(HttpError::Denied(format!(
+            "`{}` is neither an upstream granted to this plugin on this route nor an allowed host",
+            authority.as_str()
+        )))
+    }
+}
+
+async fn acquire(semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, HttpError> {
+    Arc::clone(semaphore)
+        .acquire_owned()
+        .await
+        .map_err(|_| HttpError::LimitExceeded("call slots closed".into()))
+}
+
+/// Runs a checked call and buffers its response for the plugin.
+async fn execute(
+    call: &CallContext,
+    prepared: Prepared,
+    _permit: OwnedSemaphorePermit,
+) -> Result<bindings::Response, HttpError> {
+    let Prepared {
+        destination,
+        request,
+        timeout,
+    } = prepared;
+    let started = tokio::time::Instant::now();
+    let sent = match &destination {
+        Destination::Upstream(u) => u.send(request, timeout).await,
+        Destination::Direct(authority) => {
+            upstream::send_to(
+                call.upstreams.direct(),
+                authority.as_str(),
+                authority.clone(),
+                request,
+                timeout,
+            )
+            .await
+        }
+    };
+    let response = match sent {
+        Ok(r) => r,
+        Err(GatewayError::UpstreamTimeout { .. }) => return Err(HttpError::Timeout),
+        Err(e) => return Err(HttpError::ConnectionFailed(e.to_string())),
+    };
+    let (mut parts, body) = response.into_parts();
+    upstream::strip_hop_by_hop(&mut parts.headers);
+    // The timeout covers the whole exchange, body included.
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let body = match tokio::time::timeout(remaining, body::collect(body, call.max_body_bytes)).await
+    {
+        Err(_) => return Err(HttpError::Timeout),
+        Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
+        Ok(Err(body::CollectError::Stream(e))) => {
+            return Err(HttpError::ConnectionFailed(e.to_string()));
+        }
+        Ok(Ok(b)) => b,
+    };
+    Ok(bindings::Response {
+        status: parts.status.as_u16(),
+        headers: crate::chain::headers_to_plugin(&parts.headers),
+        body: Some(body.to_vec()),
+    })
+}
+
+/// Waits for a pending call.
+pub async fn wait(pending: &mut PendingCall) -> Result<bindings::Response, HttpError> {
+    match std::mem::replace(pending, PendingCall::Taken) {
+        PendingCall::Running(mut task) => match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(HttpError::ConnectionFailed(format!(
+                "call task failed: {e}"
+            ))),
+        },
+        PendingCall::Failed(e) => Err(e),
+        PendingCall::Taken => Err(HttpError::InvalidRequest(
+            "this call was already waited for".into(),
+        )),
+    }
+}
