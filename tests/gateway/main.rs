@@ -1,6 +1,8 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
 mod config;
+mod ecommerce;
+mod orchestration;
 mod plugins;
 mod proxy;
 mod server;

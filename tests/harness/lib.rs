@@ -20,9 +20,11 @@ use tessera::RunningGateway;
 use tessera::config::Config;
 
 /// Plugin crates the tests use, built for wasm32-wasip2.
-pub const PLUGIN_PACKAGES: [&str; 4] = [
+pub const PLUGIN_PACKAGES: [&str; 6] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
+    "tessera-example-order-details",
+    "tessera-example-order-history",
     "tessera-test-filter",
     "tessera-test-handler",
 ];
@@ -76,12 +78,14 @@ pub fn plugin(package: &str) -> PathBuf {
 pub fn plugins_section() -> String {
     let cache = workspace_root().join("target").join("plugin-cache");
     let mut s = format!(
-        "[plugins]\nmax_instances = 64\ncache_dir = {:?}\nlimits = {{ timeout_ms = 2000, memory_bytes = 33554432 }}\n[plugins.files]\n",
+        "[plugins]\nmax_instances = 64\ncache_dir = {:?}\nlimits = {{ timeout_ms = 2000, memory_bytes = 33554432, max_calls = 8, max_in_flight = 4 }}\n[plugins.files]\n",
         cache.display().to_string()
     );
     for (name, package) in [
         ("headers", "tessera-plugin-headers"),
         ("hello", "tessera-example-hello"),
+        ("order-details", "tessera-example-order-details"),
+        ("order-history", "tessera-example-order-history"),
         ("test-filter", "tessera-test-filter"),
         ("test-handler", "tessera-test-handler"),
     ] {

@@ -9,9 +9,11 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Plugin crates built for wasm32-wasip2: the shipped ones and the tests' own.
-const PLUGINS: [&str; 4] = [
+const PLUGINS: [&str; 6] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
+    "tessera-example-order-details",
+    "tessera-example-order-history",
     "tessera-test-filter",
     "tessera-test-handler",
 ];

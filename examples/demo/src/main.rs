@@ -1,19 +1,15 @@
-//! The Tessera demo: starts a demo users service on a loopback port and the gateway on
-//! 127.0.0.1:8080 with the embedded `demo.toml`, then prints what to try.
+//! The Tessera demo: starts the e-commerce demo services (users, orders, products, stores) on
+//! loopback ports and the gateway on 127.0.0.1:8080 with the embedded `demo.toml`, then prints
+//! what to try.
 //!
-//! Usage: `tessera-demo <plugin-dir>` (what `cargo xtask demo` runs).
+//! Usage: `tessera-demo <plugin-dir>` (what `cargo xtask demo` runs). `TESSERA_DEMO_LATENCY_MS`
+//! adds that much latency to every answer of every service (default 0), which shows the
+//! difference between one concurrent fan-out and calls one after another.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 const CONFIG: &str = include_str!("demo.toml");
 
@@ -29,24 +25,38 @@ async fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .context("usage: tessera-demo <plugin-dir> (run it with `cargo xtask demo`)")?;
     let cache_dir = plugin_dir.join("../../plugin-cache");
+    let latency = match std::env::var("TESSERA_DEMO_LATENCY_MS") {
+        Ok(ms) => Duration::from_millis(
+            ms.parse()
+                .context("TESSERA_DEMO_LATENCY_MS must be a number of milliseconds")?,
+        ),
+        Err(_) => Duration::ZERO,
+    };
 
-    let users = serve_users().await?;
+    let services = tessera_ecommerce_services::start_all(latency).await?;
     let text = CONFIG
         .replace("@PLUGIN_DIR@", &plugin_dir.display().to_string())
         .replace("@CACHE_DIR@", &cache_dir.display().to_string())
-        .replace("@USERS@", &users.to_string());
+        .replace("@UPSTREAMS@", &services.upstreams_toml());
     let config = tessera::config::Config::parse(&text, "demo.toml".as_ref(), &plugin_dir)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
     let addr = gateway.local_addr();
     println!();
-    println!("Tessera demo on http://{addr} (users service on {users}). Try:");
-    println!("  curl -i http://{addr}/hello/ada          # handler plugin (WebAssembly)");
-    println!("  curl -i -X POST http://{addr}/hello -d '{{\"name\":\"grace\"}}'");
+    println!("Tessera demo on http://{addr} (service latency {latency:?}). Try:");
     println!(
-        "  curl -i http://{addr}/users/1            # proxied to the users service, header added by a filter"
+        "  curl -s http://{addr}/api/orders/1001            # order + user + store + products, one call"
     );
-    println!("  curl -i http://{addr}/users/999          # the service's own 404, proxied");
-    println!("  curl -i http://{addr}/nowhere            # gateway 404");
+    println!(
+        "  curl -s http://{addr}/api/users/1/orders?limit=2 # a user's orders with their products"
+    );
+    println!("  curl -s http://{addr}/api/orders/4242            # 404: no such order");
+    println!(
+        "  curl -s http://{addr}/orders/1001                # the orders service alone, proxied"
+    );
+    println!(
+        "  curl -i http://{addr}/users/1                    # proxied; a filter plugin adds x-served-by"
+    );
+    println!("  curl -s http://{addr}/hello/ada                  # a handler plugin on its own");
     println!("Ctrl-C stops it.");
     let stop = gateway.shutdown_handle();
     tokio::spawn(async move {
@@ -55,52 +65,4 @@ async fn main() -> anyhow::Result<()> {
     });
     gateway.wait().await;
     Ok(())
-}
-
-/// The demo users service: `GET /users/{id}` from a few fixtures.
-async fn serve_users() -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(user(req.uri().path()))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-fn user(path: &str) -> Response<Full<Bytes>> {
-    let users = [
-        (1, "Ada Lovelace", "ada@example.com", "London"),
-        (2, "Grace Hopper", "grace@example.com", "New York"),
-        (3, "Alan Turing", "alan@example.com", "Manchester"),
-    ];
-    let found = path
-        .strip_prefix("/users/")
-        .and_then(|id| id.parse::<u32>().ok())
-        .and_then(|id| users.iter().find(|u| u.0 == id));
-    let (status, body) = match found {
-        Some((id, name, email, city)) => (
-            StatusCode::OK,
-            serde_json::json!({ "id": id, "name": name, "email": email, "city": city }),
-        ),
-        None => (
-            StatusCode::NOT_FOUND,
-            serde_json::json!({ "error": "no such user" }),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -2,6 +2,9 @@
 //! - `echo` (default): JSON with method, path, query, params, headers and body length;
 //! - `panic`: panics; `loop`: spins forever; `alloc`: grows memory without end;
 //! - `call`: GETs `config.url` through the host and reports status and body or the error;
+//! - `fan-out`: GETs every `config.urls` entry with `send_all` and reports each result;
+//! - `start`: starts every `config.urls` entry, then waits for each, and reports each result;
+//! - `chain`: GETs `urls[0]`, then GETs `urls[1]` followed by the first response's body;
 //! - `bad-header`: answers with a header value holding CR LF;
 //! - `print`: writes to stdout and stderr, then answers.
 
@@ -13,6 +16,23 @@ use tessera_sdk::{Error, Handler, Request, Response, context, http};
 struct Config {
     mode: String,
     url: String,
+    urls: Vec<String>,
+    timeout_ms: Option<u64>,
+}
+
+fn outgoing(config: &Config, url: &str) -> http::OutgoingRequest {
+    let request = http::get(url);
+    match config.timeout_ms {
+        Some(ms) => request.timeout(std::time::Duration::from_millis(ms)),
+        None => request,
+    }
+}
+
+fn report(result: Result<Response, http::HttpError>) -> serde_json::Value {
+    match result {
+        Ok(r) => serde_json::json!({ "status": r.status(), "body": r.text_body() }),
+        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+    }
 }
 
 /// The handler.
@@ -37,12 +57,25 @@ impl Handler for TestHandler {
                     std::hint::black_box(&hoard);
                 }
             }
-            "call" => {
-                let body = match http::get(config.url.as_str()).send() {
-                    Ok(r) => serde_json::json!({ "status": r.status(), "body": r.text_body() }),
-                    Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
-                };
-                Response::json(200, &body)
+            "call" => Response::json(200, &report(outgoing(&config, &config.url).send())),
+            "fan-out" => {
+                let results = http::send_all(config.urls.iter().map(|u| outgoing(&config, u)));
+                let reports: Vec<_> = results.into_iter().map(report).collect();
+                Response::json(200, &reports)
+            }
+            "start" => {
+                let pending: Vec<_> = config
+                    .urls
+                    .iter()
+                    .map(|u| outgoing(&config, u).start())
+                    .collect();
+                let reports: Vec<_> = http::join_all(pending).into_iter().map(report).collect();
+                Response::json(200, &reports)
+            }
+            "chain" => {
+                let first = outgoing(&config, &config.urls[0]).send()?;
+                let next = format!("{}{}", config.urls[1], first.text_body());
+                Response::json(200, &report(outgoing(&config, &next).send()))
             }
             "bad-header" => Ok(Response::new(200).with_header("x-evil", "a\r\nset-cookie: x=1")),
             "print" => {
