@@ -159,10 +159,10 @@ impl Outbound {
         if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
             headers.insert(crate::server::REQUEST_ID, v);
         }
-        if let Some(parent) = &self.call.traceparent {
-            if let Ok(v) = HeaderValue::from_str(&crate::server::child_traceparent(parent)) {
-                headers.insert(crate::server::TRACEPARENT, v);
-            }
+        if let Some(parent) = &self.call.traceparent
+            && let Ok(v) = HeaderValue::from_str(&crate::server::child_traceparent(parent))
+        {
+            headers.insert(crate::server::TRACEPARENT, v);
         }
         let body = request.body.map(Bytes::from).unwrap_or_default();
         let request_out = builder

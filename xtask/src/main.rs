@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //! - `demo`: installs the wasm32-wasip2 target if missing, builds the plugins, runs the demo;
 //! - `test`: everything CI runs: fmt check, clippy, plugins, all tests;
-//! - `bench`: the benchmarks (release build), results in `target/criterion`.
+//! - `bench`: the benchmarks (release build): per-request plugin cost (criterion, results in
+//!   `target/criterion`) and the order-details load test against a native aggregator.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -174,5 +175,16 @@ fn bench() -> anyhow::Result<()> {
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "tessera", "--bench", "instantiate"])
         .env("TESSERA_PLUGIN_DIR", &plugins);
-    run(cmd)
+    run(cmd)?;
+    let mut load = cargo();
+    load.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "tessera-ecommerce-bench",
+        "--",
+    ])
+    .arg(&plugins);
+    run(load)
 }
