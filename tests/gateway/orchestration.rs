@@ -278,3 +278,52 @@ async fn client_disconnect_cancels_outbound_calls() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn outbound_calls_carry_request_id_and_trace_context() {
+    let echo = upstream(|req| async move {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        Response::new(full(format!(
+            "{}|{}",
+            header("x-request-id"),
+            header("traceparent")
+        )))
+    })
+    .await;
+    let gw = gateway(&format!(
+        "{}{}",
+        upstreams(&[("echo", echo)]),
+        handler_route(
+            "/traced",
+            &["echo"],
+            r#"mode = "call", url = "http://echo/""#
+        ),
+    ))
+    .await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = http::Request::get("/traced")
+        .header("x-request-id", "trace-me-1")
+        .header("traceparent", incoming)
+        .body(Default::default())
+        .unwrap();
+    let json = send(&gw, request).await.json();
+    let body = json["body"].as_str().unwrap();
+    let (request_id, traceparent) = body.split_once('|').unwrap();
+    assert_eq!(request_id, "trace-me-1");
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+    assert!(traceparent.ends_with("-01"), "{traceparent}");
+    assert_ne!(
+        traceparent, incoming,
+        "the call is a child span with its own parent id"
+    );
+    gw.shutdown().await;
+}

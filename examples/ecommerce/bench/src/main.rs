@@ -34,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
         args.next()
             .context("usage: tessera-ecommerce-bench <plugin-dir> [seconds] [connections]")?,
     );
+    let plugins = plugins
+        .canonicalize()
+        .with_context(|| format!("plugin directory {}", plugins.display()))?;
     let seconds: u64 = args
         .next()
         .map_or(Ok(10), |s| s.parse())
@@ -49,7 +52,11 @@ async fn main() -> anyhow::Result<()> {
         "[server]\nlisten = \"127.0.0.1:0\"\n[plugins]\nmax_instances = 512\n[plugins.files]\norder-details = {:?}\n{}\
          [[routes]]\npath = \"/api/orders/{{id}}\"\nhandler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n",
         plugin.display().to_string(),
-        services.upstreams_toml()
+        // The native aggregator's client keeps every idle connection; give the gateway's
+        // upstream pools the same room so neither side pays for reconnecting.
+        services
+            .upstreams_toml()
+            .replace("\"]\n", "\"]\nmax_idle_per_target = 1024\n")
     );
     let config = tessera::config::Config::parse(&config, "bench.toml".as_ref(), &plugins)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
