@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
-use tessera_ecommerce_services::{Service, Services};
+use tessera_ecommerce_services::Services;
 use tessera_tests::*;
 
 const ROUTES: &str = "[[routes]]\npath = \"/api/orders/{id}\"\nmethods = [\"GET\"]\n\
@@ -91,13 +91,7 @@ async fn order_history_newest_first_with_missing_product_named() {
         json["user"],
         json!({"id": 2, "name": "Grace Hopper", "loyalty_tier": "silver"})
     );
-    let ids: Vec<u64> = json["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [1002, 1007]);
+    assert_eq!(order_ids(&json), [1002, 1007]);
     assert!(json["orders"][1]["items"][0]["product"].is_null());
     assert_eq!(
         json["errors"],
@@ -105,13 +99,7 @@ async fn order_history_newest_first_with_missing_product_named() {
     );
 
     let json = get(&gw, "/api/users/1/orders?limit=2").await.json();
-    let ids: Vec<u64> = json["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, [1003, 1001]);
+    assert_eq!(order_ids(&json), [1003, 1001]);
 
     assert_eq!(
         get(&gw, "/api/users/99/orders").await.status,
@@ -140,6 +128,14 @@ async fn fan_out_latency_is_that_of_the_slowest_stage() {
         took < Duration::from_millis(350),
         "two stages of 100 ms took {took:?} (sequential would be 500 ms)"
     );
-    let _ = Service::ALL;
     gw.shutdown().await;
+}
+
+fn order_ids(history: &serde_json::Value) -> Vec<u64> {
+    history["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect()
 }
