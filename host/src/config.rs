@@ -53,6 +53,9 @@ pub struct Config {
     /// Listener and request limits.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The admin API; absent means no admin listener.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Where plugins come from and their default limits.
     #[serde(default)]
     pub plugins: PluginsConfig,
@@ -90,6 +93,36 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             max_connections: 10_000,
         }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Default `127.0.0.1:8081`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token every admin request must carry. The `TESSERA_ADMIN_TOKEN` environment
+    /// variable, when set, takes its place.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+/// The environment variable that supplies (and overrides) `admin.token`.
+pub const ADMIN_TOKEN_ENV: &str = "TESSERA_ADMIN_TOKEN";
+
+impl AdminConfig {
+    /// The token in force: the environment's, else the file's.
+    pub fn effective_token(&self) -> Option<String> {
+        std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
     }
 }
 
@@ -319,6 +352,15 @@ impl Validator<'_> {
     }
 
     fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if let Some(admin) = &config.admin
+            && admin.effective_token().is_none()
+        {
+            return self.err(
+                usize::MAX,
+                "admin.token".into(),
+                format!("the admin API needs a token: set admin.token or {ADMIN_TOKEN_ENV}"),
+            );
+        }
         if config.server.max_connections == 0 {
             return self.err(
                 usize::MAX,

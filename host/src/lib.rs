@@ -18,11 +18,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod bindings;
 pub mod body;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod outbound;
 pub mod plugin;
 pub mod router;
@@ -38,50 +40,73 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::plugin::PluginEngine;
-use crate::routes::Runtime;
+use crate::live::Live;
 
 /// A gateway built from a config: plugins compiled, routes resolved, not yet listening.
 #[derive(Debug)]
 pub struct Gateway {
-    config: Config,
-    runtime: Arc<Runtime>,
+    live: Arc<Live>,
 }
 
 impl Gateway {
     /// Builds the plugin engine, loads plugins and resolves routes. Fails, naming what is wrong,
     /// when a plugin is missing, invalid, or does not implement the world a route needs.
     pub async fn new(config: Config) -> anyhow::Result<Self> {
-        let engine = Arc::new(PluginEngine::new(&config.plugins)?);
-        let runtime = Arc::new(Runtime::build(&config, engine).await?);
-        Ok(Self { config, runtime })
+        Ok(Self {
+            live: Arc::new(Live::new(config, None).await?),
+        })
     }
 
-    /// The live runtime (routes, plugins, upstreams).
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// Like [`Gateway::new`] for a config file, which is then watched and can be reloaded.
+    pub async fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let config = Config::load(path)?;
+        Ok(Self {
+            live: Arc::new(Live::new(config, Some(path.to_owned())).await?),
+        })
     }
 
-    /// Binds `server.listen` and serves in the background.
+    /// The live state (runtime, config, reloads).
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Binds `server.listen` (and `admin.listen`), watches plugin and config files, and serves in
+    /// the background.
     pub async fn start(self) -> anyhow::Result<RunningGateway> {
-        let listen = self.config.server.listen;
+        let config = self.live.config();
+        let listen = config.server.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding server.listen {listen}"))?;
         let local_addr = listener.local_addr()?;
         let (shutdown, signal) = watch::channel(false);
+        let mut admin_addr = None;
+        if let Some(admin) = &config.admin {
+            let token = admin
+                .effective_token()
+                .context("the admin API needs a token (admin.token or TESSERA_ADMIN_TOKEN)")?;
+            let admin_listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("binding admin.listen {}", admin.listen))?;
+            admin_addr = Some(admin_listener.local_addr()?);
+            tokio::spawn(admin::serve(admin_listener, Arc::clone(&self.live), token, signal.clone()));
+        }
+        let watcher = self.live.watch();
         let task = tokio::spawn(server::serve(
             listener,
-            Arc::clone(&self.runtime),
-            self.config.server.max_connections,
-            Duration::from_millis(self.config.server.shutdown_grace_ms),
+            Arc::clone(&self.live),
+            config.server.max_connections,
+            Duration::from_millis(config.server.shutdown_grace_ms),
             signal,
         ));
-        tracing::info!(%local_addr, routes = self.runtime.routes.len(), "tessera listening");
+        tracing::info!(%local_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");
         Ok(RunningGateway {
             local_addr,
+            admin_addr,
+            live: self.live,
             shutdown,
             task,
+            watcher,
         })
     }
 }
@@ -90,14 +115,27 @@ impl Gateway {
 #[derive(Debug)]
 pub struct RunningGateway {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl RunningGateway {
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin API's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The live state (runtime, config, reloads).
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// A handle that starts a graceful shutdown when sent `true`.
@@ -109,10 +147,12 @@ impl RunningGateway {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        self.watcher.abort();
     }
 
     /// Waits until the gateway stops (after a shutdown was requested through a handle).
     pub async fn wait(self) {
         let _ = self.task.await;
+        self.watcher.abort();
     }
 }

@@ -27,6 +27,31 @@ enum Command {
         /// Path to tessera.toml.
         config: PathBuf,
     },
+    /// Manage the plugins of a running gateway through its admin API.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+        /// The admin API's base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// Bearer token (default: $TESSERA_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Upload a component; the gateway validates it, stores it and serves it.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The plugin name routes use.
+        #[arg(long)]
+        name: String,
+    },
+    /// List loaded plugins with their versions and counts.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -68,17 +93,77 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => {
-            let loaded = Config::load(&config)?;
-            let gateway = Gateway::new(loaded).await?.start().await?;
+            let gateway = Gateway::from_file(&config).await?.start().await?;
             let stop = gateway.shutdown_handle();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 let _ = stop.send(true);
             });
+            #[cfg(unix)]
+            {
+                let live = std::sync::Arc::clone(gateway.live());
+                tokio::spawn(async move {
+                    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                        return;
+                    };
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the config");
+                        if let Err(e) = live.reload_config().await {
+                            tracing::error!(error = %format!("{e:#}"), "config reload refused");
+                        }
+                    }
+                });
+            }
             gateway.wait().await;
             Ok(())
         }
+        Command::Plugin { command, admin, token } => {
+            let token = token
+                .or_else(|| std::env::var(tessera::config::ADMIN_TOKEN_ENV).ok())
+                .context("give --token or set TESSERA_ADMIN_TOKEN")?;
+            let (method, path, body) = match &command {
+                PluginCommand::Push { file, name } => {
+                    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    (http::Method::PUT, format!("/admin/plugins/{name}"), bytes)
+                }
+                PluginCommand::List => (http::Method::GET, "/admin/plugins".to_owned(), Vec::new()),
+            };
+            let (status, text) = admin_request(&admin, &token, method, &path, body).await?;
+            println!("{text}");
+            if !status.is_success() {
+                anyhow::bail!("the admin API answered {status}");
+            }
+            Ok(())
+        }
     }
+}
+
+/// One request to the admin API; returns the status and body text.
+async fn admin_request(
+    base: &str,
+    token: &str,
+    method: http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(http::StatusCode, String)> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/'))
+        .parse()
+        .with_context(|| format!("`{base}` is not a valid admin URL"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let response = client
+        .request(request)
+        .await
+        .with_context(|| format!("calling the admin API at {base}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Resolves on SIGINT or SIGTERM.

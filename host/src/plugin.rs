@@ -159,7 +159,10 @@ impl PluginEngine {
         Ok(LoadedPlugin {
             name: name.to_owned(),
             version,
+            digest: digest.into(),
             loaded_at: SystemTime::now(),
+            requests: Default::default(),
+            errors: Default::default(),
             pre,
             filter,
             handler,
@@ -275,7 +278,10 @@ fn hex(bytes: &[u8]) -> String {
 pub struct LoadedPlugin {
     name: String,
     version: String,
+    digest: [u8; 32],
     loaded_at: SystemTime,
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
     pre: InstancePre<PluginState>,
     filter: Option<request_filter::GuestIndices>,
     handler: Option<request_handler::GuestIndices>,
@@ -308,6 +314,33 @@ impl LoadedPlugin {
         self.loaded_at
     }
 
+    /// SHA-256 of the component file.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    /// Calls into this version so far (one per instance: a filter's two phases count once).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failed calls (traps, timeouts, limits, invalid output) so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The worlds this component implements.
+    pub fn worlds(&self) -> Vec<&'static str> {
+        let mut worlds = Vec::new();
+        if self.filter.is_some() {
+            worlds.push("filter");
+        }
+        if self.handler.is_some() {
+            worlds.push("handler");
+        }
+        worlds
+    }
+
     /// Whether the component can serve the given use.
     pub fn supports(&self, usage: PluginUse) -> bool {
         match usage {
@@ -321,19 +354,46 @@ impl LoadedPlugin {
     }
 }
 
+fn wrong_world(name: &str, usage: PluginUse) -> String {
+    let (world, iface) = match usage {
+        PluginUse::Filter => ("filter", "request-filter"),
+        PluginUse::Handler => ("handler", "request-handler"),
+    };
+    format!(
+        "a route uses plugin `{name}` as a {world}, but it does not export tessera:gateway/{iface} (build it for the `{world}` world)"
+    )
+}
+
+/// Reads and loads one plugin file, reusing `reuse`'s version when the content is unchanged.
+async fn load_file(
+    engine: &Arc<PluginEngine>,
+    name: &str,
+    path: &Path,
+    cache_dir: Option<&Path>,
+    reuse: Option<&PluginRegistry>,
+) -> anyhow::Result<Arc<LoadedPlugin>> {
+    let bytes = tokio::fs::read(path).await.context("reading the file")?;
+    if let Some(old) = reuse.and_then(|r| r.get(name))
+        && Sha256::digest(&bytes).as_slice() == old.digest()
+    {
+        return Ok(Arc::clone(old));
+    }
+    let started = Instant::now();
+    let plugin = engine.load(name, bytes, cache_dir).await?;
+    tracing::info!(plugin = %name, version = %plugin.version, took_ms = started.elapsed().as_millis() as u64, "plugin loaded");
+    Ok(Arc::new(plugin))
+}
+
 /// Loaded plugins by name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PluginRegistry {
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
 }
 
 impl PluginRegistry {
-    /// Loads every plugin the config names (explicit files and the directory's `*.wasm`) and
-    /// checks each route's use of them.
-    pub async fn load(
-        engine: &Arc<PluginEngine>,
-        config: &crate::config::Config,
-    ) -> anyhow::Result<Self> {
+    /// The plugin files a config names: `<name>.wasm` in `plugins.directory`, then
+    /// `plugins.files` (which win on a name clash).
+    pub fn files(config: &crate::config::Config) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         if let Some(dir) = &config.plugins.directory {
             let dir = config.resolve(dir);
@@ -355,23 +415,77 @@ impl PluginRegistry {
         for (name, path) in &config.plugins.files {
             files.insert(name.clone(), config.resolve(path));
         }
+        Ok(files)
+    }
+
+    /// Loads every plugin the config names and checks each route's use of them; any failure is
+    /// an error. Versions in `reuse` whose file content is unchanged are kept, not recompiled.
+    pub async fn load(
+        engine: &Arc<PluginEngine>,
+        config: &crate::config::Config,
+        reuse: Option<&PluginRegistry>,
+    ) -> anyhow::Result<Self> {
         let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
         let mut plugins = BTreeMap::new();
-        for (name, path) in files {
-            let bytes = tokio::fs::read(&path)
-                .await
-                .with_context(|| format!("reading plugin `{name}` from {}", path.display()))?;
-            let started = Instant::now();
-            let plugin = engine
-                .load(&name, bytes, cache_dir.as_deref())
+        for (name, path) in Self::files(config)? {
+            let plugin = load_file(engine, &name, &path, cache_dir.as_deref(), reuse)
                 .await
                 .with_context(|| format!("loading plugin `{name}` from {}", path.display()))?;
-            tracing::info!(plugin = %name, version = %plugin.version, took_ms = started.elapsed().as_millis() as u64, "plugin loaded");
-            plugins.insert(name, Arc::new(plugin));
+            plugins.insert(name, plugin);
         }
         let registry = Self { plugins };
         registry.check_uses(config)?;
         Ok(registry)
+    }
+
+    /// After plugin files changed: loads what changed, keeping the previous version of any
+    /// plugin whose new file is unreadable, invalid or does not fit the routes that use it, and
+    /// of any removed plugin that routes still use. Returns the registry and what was refused.
+    pub async fn refresh(
+        &self,
+        engine: &Arc<PluginEngine>,
+        config: &crate::config::Config,
+    ) -> (Self, Vec<String>) {
+        let mut refused = Vec::new();
+        let files = match Self::files(config) {
+            Ok(f) => f,
+            Err(e) => return (self.clone(), vec![format!("{e:#}")]),
+        };
+        let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
+        let uses = config.plugin_uses();
+        let mut plugins = BTreeMap::new();
+        for (name, path) in &files {
+            let loaded = load_file(engine, name, path, cache_dir.as_deref(), Some(self)).await;
+            let checked = loaded.and_then(|p| {
+                for (used, usage) in &uses {
+                    if *used == name.as_str() && !p.supports(*usage) {
+                        bail!("{}", wrong_world(name, *usage));
+                    }
+                }
+                Ok(p)
+            });
+            match checked {
+                Ok(p) => {
+                    plugins.insert(name.clone(), p);
+                }
+                Err(e) => {
+                    let reason = format!("plugin file {} refused: {e:#}", path.display());
+                    tracing::error!(plugin = %name, file = %path.display(), error = %format!("{e:#}"), "plugin file refused; the previous version keeps serving");
+                    refused.push(reason);
+                    if let Some(old) = self.plugins.get(name) {
+                        plugins.insert(name.clone(), Arc::clone(old));
+                    }
+                }
+            }
+        }
+        for (name, old) in &self.plugins {
+            if !files.contains_key(name) && uses.iter().any(|(u, _)| u == name) {
+                tracing::warn!(plugin = %name, "plugin file removed while routes use it; the loaded version keeps serving until the routes stop using it");
+                refused.push(format!("plugin `{name}` is still used by routes; its file was removed but the loaded version stays"));
+                plugins.insert(name.clone(), Arc::clone(old));
+            }
+        }
+        (Self { plugins }, refused)
     }
 
     /// Checks that every plugin a route names exists and implements the world the route needs.
@@ -383,13 +497,7 @@ impl PluginRegistry {
                 );
             };
             if !plugin.supports(usage) {
-                let (world, iface) = match usage {
-                    PluginUse::Filter => ("filter", "request-filter"),
-                    PluginUse::Handler => ("handler", "request-handler"),
-                };
-                bail!(
-                    "a route uses plugin `{name}` as a {world}, but it does not export tessera:gateway/{iface} (build it for the `{world}` world)"
-                );
+                bail!("{}", wrong_world(name, usage));
             }
         }
         Ok(())
@@ -403,6 +511,20 @@ impl PluginRegistry {
     /// All plugins.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
         self.plugins.values()
+    }
+
+    /// A copy with `plugin` added or replaced.
+    pub fn with(&self, plugin: Arc<LoadedPlugin>) -> Self {
+        let mut plugins = self.plugins.clone();
+        plugins.insert(plugin.name().to_owned(), plugin);
+        Self { plugins }
+    }
+
+    /// A copy without `name`.
+    pub fn without(&self, name: &str) -> Self {
+        let mut plugins = self.plugins.clone();
+        plugins.remove(name);
+        Self { plugins }
     }
 }
 
@@ -591,6 +713,7 @@ impl PluginInstance {
         plugin: &Arc<LoadedPlugin>,
         call: CallContext,
     ) -> Result<Self, GatewayError> {
+        plugin.requests.fetch_add(1, Ordering::Relaxed);
         let mut store = engine.store(Arc::new(call));
         let timeout = Duration::from_millis(engine.limits.timeout_ms);
         arm_deadline(&mut store, timeout);
@@ -749,6 +872,7 @@ fn is_pool_exhausted(text: &str) -> bool {
 }
 
 fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
+    plugin.errors.fetch_add(1, Ordering::Relaxed);
     GatewayError::Plugin {
         plugin: plugin.label(),
         kind,

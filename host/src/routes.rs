@@ -85,9 +85,24 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the runtime for a validated config: upstream clients, plugins, the router.
-    pub async fn build(config: &Config, engine: Arc<PluginEngine>) -> anyhow::Result<Self> {
+    /// Plugins of `previous` whose files did not change are reused.
+    pub async fn build(
+        config: &Config,
+        engine: Arc<PluginEngine>,
+        previous: Option<&Runtime>,
+    ) -> anyhow::Result<Self> {
         let upstreams = Arc::new(Upstreams::new(&config.upstreams).map_err(anyhow::Error::msg)?);
-        let plugins = PluginRegistry::load(&engine, config).await?;
+        let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
+        Self::assemble(config, engine, upstreams, plugins)
+    }
+
+    /// Puts a runtime together from parts already built.
+    pub fn assemble(
+        config: &Config,
+        engine: Arc<PluginEngine>,
+        upstreams: Arc<Upstreams>,
+        plugins: PluginRegistry,
+    ) -> anyhow::Result<Self> {
         let mut builder = RouterBuilder::default();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {

@@ -21,6 +21,7 @@ use crate::body::{self, Body};
 use crate::chain::{self, RequestInfo};
 use crate::error::{self, GatewayError};
 use crate::router::RouteMiss;
+use crate::live::Live;
 use crate::routes::Runtime;
 
 /// The request id header, accepted from clients and set on responses and upstream requests.
@@ -95,7 +96,7 @@ pub fn child_traceparent(parent: &str) -> String {
 /// to `grace` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
-    runtime: Arc<Runtime>,
+    live: Arc<Live>,
     max_connections: usize,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -125,10 +126,11 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let runtime = Arc::clone(&runtime);
+        let live = Arc::clone(&live);
         let ids = Arc::clone(&ids);
         let service = service_fn(move |request: Request<Incoming>| {
-            let runtime = Arc::clone(&runtime);
+            // Each request runs to its end on the runtime it started with, whatever reloads do.
+            let runtime = live.runtime();
             let ids = Arc::clone(&ids);
             async move { Ok::<_, Infallible>(handle(&runtime, &ids, request, client).await) }
         });

@@ -1,0 +1,179 @@
+//! The admin API, on its own listener, every request authenticated with a bearer token.
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /admin/plugins` | lists plugins: name, version, loaded-at, worlds, routes, counts |
+//! | `PUT /admin/plugins/{name}` | body = component: validated, written to disk, served |
+//! | `DELETE /admin/plugins/{name}` | unloads and deletes (refused while routes use it) |
+//! | `POST /admin/reload` | reloads the config file |
+//! | `GET /admin/health` | liveness |
+//! | `GET /admin/ready` | config and plugins loaded |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::live::{DeleteError, Live};
+
+/// Largest component the admin API accepts.
+const MAX_UPLOAD: usize = 64 * 1024 * 1024;
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, token: String, mut shutdown: watch::Receiver<bool>) {
+    let token: Arc<str> = token.into();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let live = Arc::clone(&live);
+        let token = Arc::clone(&token);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let live = Arc::clone(&live);
+            let token = Arc::clone(&token);
+            async move { Ok::<_, Infallible>(handle(&live, &token, req).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+}
+
+async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Body> {
+    if !authorized(&req, token) {
+        let mut r = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": "missing or wrong bearer token" }));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/admin/health") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        (Method::GET, "/admin/ready") => {
+            let runtime = live.runtime();
+            json_response(
+                StatusCode::OK,
+                &json!({ "status": "ready", "routes": runtime.routes.len(), "plugins": runtime.plugins.iter().count() }),
+            )
+        }
+        (Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins(live)),
+        (Method::POST, "/admin/reload") => match live.reload_config().await {
+            Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": true, "changed": report.changed })),
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": format!("{e:#}") })),
+        },
+        (method, p) if p.starts_with("/admin/plugins/") => {
+            let name = p.trim_start_matches("/admin/plugins/").to_owned();
+            match method {
+                Method::PUT => {
+                    let bytes = match body::collect(body::boxed(req.into_body()), MAX_UPLOAD).await {
+                        Ok(b) => b,
+                        Err(body::CollectError::TooLarge) => {
+                            return json_response(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                &json!({ "error": format!("components are limited to {MAX_UPLOAD} bytes") }),
+                            );
+                        }
+                        Err(body::CollectError::Stream(e)) => {
+                            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() }));
+                        }
+                    };
+                    match live.put_plugin(&name, bytes.to_vec()).await {
+                        Ok(p) => json_response(StatusCode::OK, &json!({ "name": p.name(), "version": p.version() })),
+                        Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": format!("{e:#}") })),
+                    }
+                }
+                Method::DELETE => match live.delete_plugin(&name).await {
+                    Ok(()) => {
+                        let mut r = Response::new(body::empty());
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        r
+                    }
+                    Err(DeleteError::NotFound) => {
+                        json_response(StatusCode::NOT_FOUND, &json!({ "error": format!("no plugin `{name}`") }))
+                    }
+                    Err(DeleteError::InUse(routes)) => json_response(
+                        StatusCode::CONFLICT,
+                        &json!({ "error": format!("plugin `{name}` is used by routes"), "routes": routes }),
+                    ),
+                    Err(DeleteError::Other(e)) => {
+                        json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": format!("{e:#}") }))
+                    }
+                },
+                _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "use PUT or DELETE" })),
+            }
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such admin endpoint" })),
+    }
+}
+
+fn plugins(live: &Live) -> Value {
+    let runtime = live.runtime();
+    let config = live.config();
+    let list: Vec<Value> = runtime
+        .plugins
+        .iter()
+        .map(|p| {
+            let routes: Vec<&str> = config
+                .routes
+                .iter()
+                .filter(|r| {
+                    r.handler.as_ref().is_some_and(|h| h.plugin.get_ref() == p.name())
+                        || r.filters.iter().any(|f| f.plugin.get_ref() == p.name())
+                })
+                .map(|r| r.path.get_ref().as_str())
+                .collect();
+            json!({
+                "name": p.name(),
+                "version": p.version(),
+                "loaded_at": p.loaded_at().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                "worlds": p.worlds(),
+                "routes": routes,
+                "requests": p.requests(),
+                "errors": p.errors(),
+            })
+        })
+        .collect();
+    json!({ "plugins": list })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut r = Response::new(body::full(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}

@@ -1,0 +1,355 @@
+//! The live state and everything that replaces it while traffic flows.
+//!
+//! Requests take a snapshot (`Arc<Runtime>`) when they start and finish on it; a reload builds a
+//! whole new runtime off the request path, validates it, and swaps it in atomically. Nothing
+//! that fails validation changes what is serving.
+//!
+//! Sources of change: the watched plugin directory and config file (polled; a file must stay
+//! unchanged for one poll before it is read, so writers that do not rename into place are not
+//! read half-written), SIGHUP, and the admin API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, PluginUse};
+use crate::plugin::{LoadedPlugin, PluginEngine};
+use crate::routes::Runtime;
+
+/// How often the plugin directory and config file are checked.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Plugins whose version changed, was added or removed.
+    pub changed: Vec<String>,
+    /// Inputs refused (the previous state keeps serving for them).
+    pub refused: Vec<String>,
+}
+
+/// The serving state and the means to replace it.
+#[derive(Debug)]
+pub struct Live {
+    engine: Arc<PluginEngine>,
+    runtime: ArcSwap<Runtime>,
+    config: ArcSwap<Config>,
+    config_path: Option<PathBuf>,
+    /// One reload at a time; requests never wait on it.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// Builds the first runtime for `config` (read from `config_path`, if it came from a file).
+    pub async fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let engine = Arc::new(PluginEngine::new(&config.plugins)?);
+        let runtime = Runtime::build(&config, Arc::clone(&engine), None).await?;
+        Ok(Self {
+            engine,
+            runtime: ArcSwap::from_pointee(runtime),
+            config: ArcSwap::from_pointee(config),
+            config_path,
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The runtime new requests get.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Re-reads the config file and, if it is valid and its plugins load, serves it.
+    pub async fn reload_config(&self) -> anyhow::Result<ReloadReport> {
+        let _one = self.reloading.lock().await;
+        let path = self
+            .config_path
+            .as_deref()
+            .context("this gateway was not started from a config file")?;
+        let new = Config::load(path)?;
+        let old = self.config();
+        if new.server.listen != old.server.listen {
+            tracing::warn!(old = %old.server.listen, new = %new.server.listen, "server.listen changed: the new address takes effect only after a restart");
+        }
+        if new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen) {
+            tracing::warn!("admin.listen changed: the new address takes effect only after a restart");
+        }
+        if new.plugins.max_instances != old.plugins.max_instances
+            || new.plugins.limits.memory_bytes != old.plugins.limits.memory_bytes
+        {
+            tracing::warn!("plugins.max_instances / plugins.limits.memory_bytes changed: they size the instance pool and take effect only after a restart");
+        }
+        let current = self.runtime();
+        let runtime = Runtime::build(&new, Arc::clone(&self.engine), Some(&current))
+            .await
+            .context("the new config was refused; the previous config keeps serving")?;
+        let changed = diff(&current, &runtime);
+        self.runtime.store(Arc::new(runtime));
+        self.config.store(Arc::new(new));
+        tracing::info!(path = %path.display(), ?changed, "config reloaded");
+        Ok(ReloadReport {
+            changed,
+            refused: Vec::new(),
+        })
+    }
+
+    /// Re-reads the plugin files and swaps in every one that loads and fits its routes.
+    pub async fn reload_plugins(&self) -> ReloadReport {
+        let _one = self.reloading.lock().await;
+        let config = self.config();
+        let current = self.runtime();
+        let (plugins, refused) = current.plugins.refresh(&self.engine, &config).await;
+        let runtime = Runtime::assemble(&config, Arc::clone(&self.engine), Arc::clone(&current.upstreams), plugins);
+        match runtime {
+            Ok(runtime) => {
+                let changed = diff(&current, &runtime);
+                if !changed.is_empty() {
+                    tracing::info!(?changed, "plugins reloaded");
+                    self.runtime.store(Arc::new(runtime));
+                }
+                ReloadReport { changed, refused }
+            }
+            Err(e) => {
+                let mut refused = refused;
+                refused.push(format!("{e:#}"));
+                ReloadReport {
+                    changed: Vec::new(),
+                    refused,
+                }
+            }
+        }
+    }
+
+    /// Validates a component as plugin `name`, writes it where a restart finds it, and serves it.
+    pub async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let _one = self.reloading.lock().await;
+        if !crate::config::valid_name(name) {
+            bail!("plugin names use letters, digits, '-' and '_' (at most 64)");
+        }
+        let config = self.config();
+        let path = plugin_path(&config, name)?;
+        let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
+        let plugin = Arc::new(self.engine.load(name, bytes.clone(), cache_dir.as_deref()).await?);
+        for (used, usage) in config.plugin_uses() {
+            if used == name && !plugin.supports(usage) {
+                let world = if usage == PluginUse::Filter { "filter" } else { "handler" };
+                bail!("routes use `{name}` as a {world}, and this component is not one");
+            }
+        }
+        write_atomically(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        let current = self.runtime();
+        let runtime = Runtime::assemble(
+            &config,
+            Arc::clone(&self.engine),
+            Arc::clone(&current.upstreams),
+            current.plugins.with(Arc::clone(&plugin)),
+        )?;
+        self.runtime.store(Arc::new(runtime));
+        tracing::info!(plugin = %name, version = %plugin.version(), file = %path.display(), "plugin uploaded and serving");
+        Ok(plugin)
+    }
+
+    /// Unloads plugin `name` and deletes its file; refused while routes use it.
+    pub async fn delete_plugin(&self, name: &str) -> Result<(), DeleteError> {
+        let _one = self.reloading.lock().await;
+        let config = self.config();
+        let current = self.runtime();
+        if current.plugins.get(name).is_none() {
+            return Err(DeleteError::NotFound);
+        }
+        let users: Vec<String> = config
+            .routes
+            .iter()
+            .filter(|r| {
+                r.handler.as_ref().is_some_and(|h| h.plugin.get_ref() == name)
+                    || r.filters.iter().any(|f| f.plugin.get_ref() == name)
+            })
+            .map(|r| r.path.get_ref().clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(DeleteError::InUse(users));
+        }
+        let path = plugin_path(&config, name).map_err(DeleteError::Other)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeleteError::Other(anyhow::Error::new(e).context(format!("removing {}", path.display())))),
+        }
+        let runtime = Runtime::assemble(
+            &config,
+            Arc::clone(&self.engine),
+            Arc::clone(&current.upstreams),
+            current.plugins.without(name),
+        )
+        .map_err(DeleteError::Other)?;
+        self.runtime.store(Arc::new(runtime));
+        tracing::info!(plugin = %name, "plugin deleted");
+        Ok(())
+    }
+
+    /// Watches the plugin files and the config file until the returned handle is dropped.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut plugins = Watched::default();
+            let mut config = Watched::default();
+            let mut ticker = tokio::time::interval(POLL_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(live) = weak.upgrade() else { break };
+                if let Some(path) = &live.config_path
+                    && config.changed(signature(std::slice::from_ref(path)))
+                    && let Err(e) = live.reload_config().await
+                {
+                    tracing::error!(error = %format!("{e:#}"), "config reload refused");
+                }
+                let files = plugin_files(&live.config());
+                if plugins.changed(signature(&files)) {
+                    let report = live.reload_plugins().await;
+                    for reason in &report.refused {
+                        tracing::warn!(%reason, "plugin change refused");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Why a plugin could not be deleted.
+#[derive(Debug)]
+pub enum DeleteError {
+    /// No such plugin is loaded.
+    NotFound,
+    /// Routes (by path) still use it.
+    InUse(Vec<String>),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+/// Plugins whose version differs between two runtimes.
+fn diff(old: &Runtime, new: &Runtime) -> Vec<String> {
+    let mut changed = Vec::new();
+    for p in new.plugins.iter() {
+        match old.plugins.get(p.name()) {
+            Some(o) if o.digest() == p.digest() => {}
+            _ => changed.push(format!("{}@{}", p.name(), p.version())),
+        }
+    }
+    for p in old.plugins.iter() {
+        if new.plugins.get(p.name()).is_none() {
+            changed.push(format!("-{}", p.name()));
+        }
+    }
+    changed
+}
+
+/// Where plugin `name` lives: its `plugins.files` entry, else `<directory>/<name>.wasm`.
+fn plugin_path(config: &Config, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = config.plugins.files.get(name) {
+        return Ok(config.resolve(path));
+    }
+    match &config.plugins.directory {
+        Some(dir) => Ok(config.resolve(dir).join(format!("{name}.wasm"))),
+        None => bail!("plugins.directory is not set, so there is nowhere to keep plugin `{name}`"),
+    }
+}
+
+/// Every file the plugin set depends on: the directory listing and explicit files.
+fn plugin_files(config: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = config.plugins.files.values().map(|p| config.resolve(p)).collect();
+    if let Some(dir) = &config.plugins.directory {
+        let dir = config.resolve(dir);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            files.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "wasm")),
+            );
+        }
+    }
+    files.sort();
+    files
+}
+
+type Signature = BTreeMap<PathBuf, Option<(u64, SystemTime)>>;
+
+fn signature(files: &[PathBuf]) -> Signature {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            let sig = meta.map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            (f.clone(), sig)
+        })
+        .collect()
+}
+
+/// Change detection with a one-poll debounce: a new signature is acted on once it has been seen
+/// twice in a row, so a file still being written is not read.
+#[derive(Default)]
+struct Watched {
+    applied: Option<Signature>,
+    seen: Option<Signature>,
+}
+
+impl Watched {
+    fn changed(&mut self, now: Signature) -> bool {
+        if self.applied.is_none() {
+            self.applied = Some(now.clone());
+            self.seen = Some(now);
+            return false;
+        }
+        if self.applied.as_ref() == Some(&now) {
+            self.seen = Some(now);
+            return false;
+        }
+        if self.seen.as_ref() == Some(&now) {
+            self.applied = Some(now);
+            return true;
+        }
+        self.seen = Some(now);
+        false
+    }
+}
+
+/// Writes a file so that readers see the old or the new content, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("wasm.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(len: u64) -> Signature {
+        let mut s = Signature::new();
+        s.insert(PathBuf::from("a.wasm"), Some((len, SystemTime::UNIX_EPOCH)));
+        s
+    }
+
+    #[test]
+    fn a_change_is_applied_once_it_is_stable() {
+        let mut w = Watched::default();
+        assert!(!w.changed(sig(1)), "the first look is the baseline");
+        assert!(!w.changed(sig(1)));
+        assert!(!w.changed(sig(2)), "still being written?");
+        assert!(!w.changed(sig(3)), "still changing");
+        assert!(w.changed(sig(3)), "stable for one poll");
+        assert!(!w.changed(sig(3)), "applied once");
+    }
+}
