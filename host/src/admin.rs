@@ -30,7 +30,12 @@ use crate::live::{DeleteError, Live};
 const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 
 /// Serves the admin API until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, token: String, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    token: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let token: Arc<str> = token.into();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -52,7 +57,9 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, token: String, mut sh
             let token = Arc::clone(&token);
             async move { Ok::<_, Infallible>(handle(&live, &token, req).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -74,9 +81,14 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 
 async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Body> {
     if !authorized(&req, token) {
-        let mut r = json_response(StatusCode::UNAUTHORIZED, &json!({ "error": "missing or wrong bearer token" }));
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({ "error": "missing or wrong bearer token" }),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
         return r;
     }
     let path = req.uri().path().to_owned();
@@ -92,14 +104,21 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
         }
         (Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins(live)),
         (Method::POST, "/admin/reload") => match live.reload_config().await {
-            Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": true, "changed": report.changed })),
-            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": format!("{e:#}") })),
+            Ok(report) => json_response(
+                StatusCode::OK,
+                &json!({ "reloaded": true, "changed": report.changed }),
+            ),
+            Err(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": format!("{e:#}") }),
+            ),
         },
         (method, p) if p.starts_with("/admin/plugins/") => {
             let name = p.trim_start_matches("/admin/plugins/").to_owned();
             match method {
                 Method::PUT => {
-                    let bytes = match body::collect(body::boxed(req.into_body()), MAX_UPLOAD).await {
+                    let bytes = match body::collect(body::boxed(req.into_body()), MAX_UPLOAD).await
+                    {
                         Ok(b) => b,
                         Err(body::CollectError::TooLarge) => {
                             return json_response(
@@ -108,12 +127,21 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
                             );
                         }
                         Err(body::CollectError::Stream(e)) => {
-                            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() }));
+                            return json_response(
+                                StatusCode::BAD_REQUEST,
+                                &json!({ "error": e.to_string() }),
+                            );
                         }
                     };
                     match live.put_plugin(&name, bytes.to_vec()).await {
-                        Ok(p) => json_response(StatusCode::OK, &json!({ "name": p.name(), "version": p.version() })),
-                        Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": format!("{e:#}") })),
+                        Ok(p) => json_response(
+                            StatusCode::OK,
+                            &json!({ "name": p.name(), "version": p.version() }),
+                        ),
+                        Err(e) => json_response(
+                            StatusCode::BAD_REQUEST,
+                            &json!({ "error": format!("{e:#}") }),
+                        ),
                     }
                 }
                 Method::DELETE => match live.delete_plugin(&name).await {
@@ -122,21 +150,29 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
                         *r.status_mut() = StatusCode::NO_CONTENT;
                         r
                     }
-                    Err(DeleteError::NotFound) => {
-                        json_response(StatusCode::NOT_FOUND, &json!({ "error": format!("no plugin `{name}`") }))
-                    }
+                    Err(DeleteError::NotFound) => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({ "error": format!("no plugin `{name}`") }),
+                    ),
                     Err(DeleteError::InUse(routes)) => json_response(
                         StatusCode::CONFLICT,
                         &json!({ "error": format!("plugin `{name}` is used by routes"), "routes": routes }),
                     ),
-                    Err(DeleteError::Other(e)) => {
-                        json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": format!("{e:#}") }))
-                    }
+                    Err(DeleteError::Other(e)) => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({ "error": format!("{e:#}") }),
+                    ),
                 },
-                _ => json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({ "error": "use PUT or DELETE" })),
+                _ => json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({ "error": "use PUT or DELETE" }),
+                ),
             }
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such admin endpoint" })),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "no such admin endpoint" }),
+        ),
     }
 }
 
@@ -151,7 +187,9 @@ fn plugins(live: &Live) -> Value {
                 .routes
                 .iter()
                 .filter(|r| {
-                    r.handler.as_ref().is_some_and(|h| h.plugin.get_ref() == p.name())
+                    r.handler
+                        .as_ref()
+                        .is_some_and(|h| h.plugin.get_ref() == p.name())
                         || r.filters.iter().any(|f| f.plugin.get_ref() == p.name())
                 })
                 .map(|r| r.path.get_ref().as_str())
@@ -173,7 +211,9 @@ fn plugins(live: &Live) -> Value {
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut r = Response::new(body::full(Bytes::from(value.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }

@@ -89,7 +89,12 @@ impl Gateway {
                 .await
                 .with_context(|| format!("binding admin.listen {}", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
-            tokio::spawn(admin::serve(admin_listener, Arc::clone(&self.live), token, signal.clone()));
+            tokio::spawn(admin::serve(
+                admin_listener,
+                Arc::clone(&self.live),
+                token,
+                signal.clone(),
+            ));
         }
         let watcher = self.live.watch();
         let task = tokio::spawn(server::serve(

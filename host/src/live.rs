@@ -80,12 +80,16 @@ impl Live {
             tracing::warn!(old = %old.server.listen, new = %new.server.listen, "server.listen changed: the new address takes effect only after a restart");
         }
         if new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen) {
-            tracing::warn!("admin.listen changed: the new address takes effect only after a restart");
+            tracing::warn!(
+                "admin.listen changed: the new address takes effect only after a restart"
+            );
         }
         if new.plugins.max_instances != old.plugins.max_instances
             || new.plugins.limits.memory_bytes != old.plugins.limits.memory_bytes
         {
-            tracing::warn!("plugins.max_instances / plugins.limits.memory_bytes changed: they size the instance pool and take effect only after a restart");
+            tracing::warn!(
+                "plugins.max_instances / plugins.limits.memory_bytes changed: they size the instance pool and take effect only after a restart"
+            );
         }
         let current = self.runtime();
         let runtime = Runtime::build(&new, Arc::clone(&self.engine), Some(&current))
@@ -107,7 +111,12 @@ impl Live {
         let config = self.config();
         let current = self.runtime();
         let (plugins, refused) = current.plugins.refresh(&self.engine, &config).await;
-        let runtime = Runtime::assemble(&config, Arc::clone(&self.engine), Arc::clone(&current.upstreams), plugins);
+        let runtime = Runtime::assemble(
+            &config,
+            Arc::clone(&self.engine),
+            Arc::clone(&current.upstreams),
+            plugins,
+        );
         match runtime {
             Ok(runtime) => {
                 let changed = diff(&current, &runtime);
@@ -129,7 +138,11 @@ impl Live {
     }
 
     /// Validates a component as plugin `name`, writes it where a restart finds it, and serves it.
-    pub async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Arc<LoadedPlugin>> {
+    pub async fn put_plugin(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
         let _one = self.reloading.lock().await;
         if !crate::config::valid_name(name) {
             bail!("plugin names use letters, digits, '-' and '_' (at most 64)");
@@ -137,10 +150,18 @@ impl Live {
         let config = self.config();
         let path = plugin_path(&config, name)?;
         let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
-        let plugin = Arc::new(self.engine.load(name, bytes.clone(), cache_dir.as_deref()).await?);
+        let plugin = Arc::new(
+            self.engine
+                .load(name, bytes.clone(), cache_dir.as_deref())
+                .await?,
+        );
         for (used, usage) in config.plugin_uses() {
             if used == name && !plugin.supports(usage) {
-                let world = if usage == PluginUse::Filter { "filter" } else { "handler" };
+                let world = if usage == PluginUse::Filter {
+                    "filter"
+                } else {
+                    "handler"
+                };
                 bail!("routes use `{name}` as a {world}, and this component is not one");
             }
         }
@@ -169,7 +190,9 @@ impl Live {
             .routes
             .iter()
             .filter(|r| {
-                r.handler.as_ref().is_some_and(|h| h.plugin.get_ref() == name)
+                r.handler
+                    .as_ref()
+                    .is_some_and(|h| h.plugin.get_ref() == name)
                     || r.filters.iter().any(|f| f.plugin.get_ref() == name)
             })
             .map(|r| r.path.get_ref().clone())
@@ -181,7 +204,11 @@ impl Live {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DeleteError::Other(anyhow::Error::new(e).context(format!("removing {}", path.display())))),
+            Err(e) => {
+                return Err(DeleteError::Other(
+                    anyhow::Error::new(e).context(format!("removing {}", path.display())),
+                ));
+            }
         }
         let runtime = Runtime::assemble(
             &config,
@@ -198,16 +225,17 @@ impl Live {
     /// Watches the plugin files and the config file until the returned handle is dropped.
     pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
+        // The baseline is what is loaded now, so a change made right after start is not missed.
+        let mut plugins = Watched::starting_at(signature(&plugin_files(&self.config())));
+        let mut config = Watched::starting_at(signature(self.config_path.as_slice()));
         tokio::spawn(async move {
-            let mut plugins = Watched::default();
-            let mut config = Watched::default();
             let mut ticker = tokio::time::interval(POLL_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 let Some(live) = weak.upgrade() else { break };
-                if let Some(path) = &live.config_path
-                    && config.changed(signature(std::slice::from_ref(path)))
+                if live.config_path.is_some()
+                    && config.changed(signature(live.config_path.as_slice()))
                     && let Err(e) = live.reload_config().await
                 {
                     tracing::error!(error = %format!("{e:#}"), "config reload refused");
@@ -265,7 +293,12 @@ fn plugin_path(config: &Config, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Every file the plugin set depends on: the directory listing and explicit files.
 fn plugin_files(config: &Config) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = config.plugins.files.values().map(|p| config.resolve(p)).collect();
+    let mut files: Vec<PathBuf> = config
+        .plugins
+        .files
+        .values()
+        .map(|p| config.resolve(p))
+        .collect();
     if let Some(dir) = &config.plugins.directory {
         let dir = config.resolve(dir);
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -303,6 +336,13 @@ struct Watched {
 }
 
 impl Watched {
+    fn starting_at(now: Signature) -> Self {
+        Self {
+            applied: Some(now.clone()),
+            seen: Some(now),
+        }
+    }
+
     fn changed(&mut self, now: Signature) -> bool {
         if self.applied.is_none() {
             self.applied = Some(now.clone());

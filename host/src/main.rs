@@ -103,7 +103,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             {
                 let live = std::sync::Arc::clone(gateway.live());
                 tokio::spawn(async move {
-                    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                    let Ok(mut hup) =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    else {
                         return;
                     };
                     while hup.recv().await.is_some() {
@@ -117,13 +119,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             gateway.wait().await;
             Ok(())
         }
-        Command::Plugin { command, admin, token } => {
+        Command::Plugin {
+            command,
+            admin,
+            token,
+        } => {
             let token = token
                 .or_else(|| std::env::var(tessera::config::ADMIN_TOKEN_ENV).ok())
                 .context("give --token or set TESSERA_ADMIN_TOKEN")?;
             let (method, path, body) = match &command {
                 PluginCommand::Push { file, name } => {
-                    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
                     (http::Method::PUT, format!("/admin/plugins/{name}"), bytes)
                 }
                 PluginCommand::List => (http::Method::GET, "/admin/plugins".to_owned(), Vec::new()),

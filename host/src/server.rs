@@ -20,8 +20,8 @@ use tracing::{Instrument, field};
 use crate::body::{self, Body};
 use crate::chain::{self, RequestInfo};
 use crate::error::{self, GatewayError};
-use crate::router::RouteMiss;
 use crate::live::Live;
+use crate::router::RouteMiss;
 use crate::routes::Runtime;
 
 /// The request id header, accepted from clients and set on responses and upstream requests.

@@ -5,4 +5,5 @@ mod ecommerce;
 mod orchestration;
 mod plugins;
 mod proxy;
+mod reload;
 mod server;

@@ -20,13 +20,16 @@ use tessera::RunningGateway;
 use tessera::config::Config;
 
 /// Plugin crates the tests use, built for wasm32-wasip2.
-pub const PLUGIN_PACKAGES: [&str; 6] = [
+pub const PLUGIN_PACKAGES: [&str; 9] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
     "tessera-example-order-details",
     "tessera-example-order-history",
     "tessera-test-filter",
     "tessera-test-handler",
+    "tessera-test-version-a",
+    "tessera-test-version-b",
+    "tessera-test-unknown-import",
 ];
 
 /// The workspace root.

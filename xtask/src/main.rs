@@ -10,13 +10,16 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Plugin crates built for wasm32-wasip2: the shipped ones and the tests' own.
-const PLUGINS: [&str; 6] = [
+const PLUGINS: [&str; 9] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
     "tessera-example-order-details",
     "tessera-example-order-history",
     "tessera-test-filter",
     "tessera-test-handler",
+    "tessera-test-version-a",
+    "tessera-test-version-b",
+    "tessera-test-unknown-import",
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
