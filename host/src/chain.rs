@@ -94,9 +94,12 @@ async fn instantiate(
     use_: &RoutePlugin,
     info: &RequestInfo,
 ) -> Result<PluginInstance, GatewayError> {
-    let plugin = runtime.plugins.get(&use_.plugin).ok_or_else(|| {
-        GatewayError::Internal(anyhow::anyhow!("plugin `{}` is not loaded", use_.plugin))
-    })?;
+    let canary = use_.canary.as_ref().filter(|c| c.pick());
+    let name = canary.map_or(use_.plugin.as_str(), |c| c.plugin.as_str());
+    let plugin = runtime
+        .plugins
+        .get(name)
+        .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("plugin `{name}` is not loaded")))?;
     let call = CallContext {
         plugin: format!("{}@{}", plugin.name(), plugin.version()).into(),
         config_json: Arc::clone(&use_.config_json),
@@ -110,7 +113,15 @@ async fn instantiate(
         limits: runtime.outbound_limits,
         max_body_bytes: runtime.max_body_bytes,
     };
-    PluginInstance::new(&runtime.engine, plugin, call).await
+    match PluginInstance::new(&runtime.engine, plugin, call).await {
+        Ok(instance) => Ok(instance.reporting_to(canary.cloned())),
+        Err(e) => {
+            if let Some(c) = canary {
+                c.record(true);
+            }
+            Err(e)
+        }
+    }
 }
 
 enum FilterOutcome {

@@ -242,6 +242,33 @@ pub struct HandlerConfig {
     /// Hosts outside the upstreams the plugin may call, exactly as written (`host` or `host:port`).
     #[serde(default)]
     pub allow_hosts: Vec<Spanned<String>>,
+    /// Sends a share of requests to another plugin, rolled back automatically if it fails.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `canary = { plugin = "...", percent = 10 }` on a handler or filter entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The plugin (a new version, under its own name) that gets the share.
+    pub plugin: Spanned<String>,
+    /// Share of requests, 1 to 100.
+    pub percent: u8,
+    /// How many canary requests are judged. Default 20.
+    #[serde(default = "default_canary_window")]
+    pub min_requests: u32,
+    /// Failure rate (traps, timeouts, limits) over those requests that rolls the canary back.
+    /// Default 0.2.
+    #[serde(default = "default_canary_failure_rate")]
+    pub max_failure_rate: f64,
+}
+
+fn default_canary_window() -> u32 {
+    20
+}
+fn default_canary_failure_rate() -> f64 {
+    0.2
 }
 
 /// One entry of a route's `filters`.
@@ -263,6 +290,9 @@ pub struct FilterConfig {
     /// Hosts outside the upstreams the filter may call, exactly as written (`host` or `host:port`).
     #[serde(default)]
     pub allow_hosts: Vec<Spanned<String>>,
+    /// Sends a share of requests to another plugin, rolled back automatically if it fails.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
 }
 
 impl Config {
@@ -302,9 +332,15 @@ impl Config {
         for route in &self.routes {
             if let Some(h) = &route.handler {
                 uses.push((h.plugin.get_ref().as_str(), PluginUse::Handler));
+                if let Some(c) = &h.canary {
+                    uses.push((c.plugin.get_ref().as_str(), PluginUse::Handler));
+                }
             }
             for f in &route.filters {
                 uses.push((f.plugin.get_ref().as_str(), PluginUse::Filter));
+                if let Some(c) = &f.canary {
+                    uses.push((c.plugin.get_ref().as_str(), PluginUse::Filter));
+                }
             }
         }
         uses
@@ -473,6 +509,9 @@ impl Validator<'_> {
                     for a in &h.allow_hosts {
                         self.check_host(a, format!("{key}.handler.allow_hosts"))?;
                     }
+                    if let Some(c) = &h.canary {
+                        self.check_canary(config, c, format!("{key}.handler.canary"))?;
+                    }
                 }
             }
             for (j, f) in route.filters.iter().enumerate() {
@@ -482,6 +521,9 @@ impl Validator<'_> {
                 }
                 for a in &f.allow_hosts {
                     self.check_host(a, format!("{key}.filters[{j}].allow_hosts"))?;
+                }
+                if let Some(c) = &f.canary {
+                    self.check_canary(config, c, format!("{key}.filters[{j}].canary"))?;
                 }
             }
         }
@@ -507,6 +549,37 @@ impl Validator<'_> {
                 list_or_none(&known)
             ),
         )
+    }
+
+    fn check_canary(
+        &self,
+        config: &Config,
+        canary: &CanaryConfig,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        self.check_plugin(config, &canary.plugin, format!("{key}.plugin"))?;
+        if !(1..=100).contains(&canary.percent) {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.percent"),
+                "must be 1 to 100",
+            );
+        }
+        if canary.min_requests == 0 {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.min_requests"),
+                "must be at least 1",
+            );
+        }
+        if !(0.0..=1.0).contains(&canary.max_failure_rate) {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.max_failure_rate"),
+                "must be 0.0 to 1.0",
+            );
+        }
+        Ok(())
     }
 
     fn check_host(&self, host: &Spanned<String>, key: String) -> Result<(), ConfigError> {

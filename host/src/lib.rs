@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod bindings;
 pub mod body;
+pub mod canary;
 pub mod chain;
 pub mod config;
 pub mod error;

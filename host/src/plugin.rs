@@ -696,6 +696,16 @@ pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
     instance: wasmtime::component::Instance,
     timeout: Duration,
+    canary: Option<Arc<crate::canary::Canary>>,
+    failed: bool,
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        if let Some(canary) = &self.canary {
+            canary.record(self.failed);
+        }
+    }
 }
 
 impl fmt::Debug for PluginInstance {
@@ -747,7 +757,15 @@ impl PluginInstance {
             plugin: Arc::clone(plugin),
             instance,
             timeout,
+            canary: None,
+            failed: false,
         })
+    }
+
+    /// Makes this instance report its outcome (trapped or timed out, or not) to a canary.
+    pub fn reporting_to(mut self, canary: Option<Arc<crate::canary::Canary>>) -> Self {
+        self.canary = canary;
+        self
     }
 
     /// The plugin this instance runs.
@@ -828,6 +846,9 @@ impl PluginInstance {
         result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
         export: &str,
     ) -> Result<R, GatewayError> {
+        if !matches!(result, Ok(Ok(_))) {
+            self.failed = true;
+        }
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {

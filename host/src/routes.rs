@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::canary::Canary;
 use crate::config::{Config, FilterConfig, HandlerConfig, table_to_json};
 use crate::plugin::{PluginEngine, PluginRegistry};
 use crate::router::{Router, RouterBuilder};
@@ -20,26 +21,30 @@ pub struct RoutePlugin {
     pub allow_hosts: Arc<[String]>,
     /// Whether bodies are buffered for it (filters; handlers always get the request body).
     pub buffer_body: bool,
+    /// A share of requests that goes to another plugin, if configured.
+    pub canary: Option<Arc<Canary>>,
 }
 
 impl RoutePlugin {
-    fn filter(f: &FilterConfig) -> Self {
+    fn filter(f: &FilterConfig, route: &str) -> Self {
         Self {
             plugin: f.plugin.get_ref().clone(),
             config_json: table_to_json(f.config.as_ref()).into(),
             upstreams: f.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
             allow_hosts: f.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: f.buffer_body,
+            canary: f.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
         }
     }
 
-    fn handler(h: &HandlerConfig) -> Self {
+    fn handler(h: &HandlerConfig, route: &str) -> Self {
         Self {
             plugin: h.plugin.get_ref().clone(),
             config_json: table_to_json(h.config.as_ref()).into(),
             upstreams: h.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
             allow_hosts: h.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: true,
+            canary: h.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
         }
     }
 }
@@ -120,13 +125,17 @@ impl Runtime {
                         || anyhow::anyhow!("routes[{i}]: unknown upstream `{}`", name.get_ref()),
                     )?))
                 }
-                (None, Some(h)) => Target::Handler(RoutePlugin::handler(h)),
+                (None, Some(h)) => Target::Handler(RoutePlugin::handler(h, route.path.get_ref())),
                 (None, None) => anyhow::bail!("routes[{i}] has no target"),
             };
             routes.push(RouteEntry {
                 pattern: route.path.get_ref().as_str().into(),
                 target,
-                filters: route.filters.iter().map(RoutePlugin::filter).collect(),
+                filters: route
+                    .filters
+                    .iter()
+                    .map(|f| RoutePlugin::filter(f, route.path.get_ref()))
+                    .collect(),
             });
         }
         Ok(Self {

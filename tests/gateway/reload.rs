@@ -516,3 +516,59 @@ async fn compiled_plugins_are_cached_and_corrupt_entries_ignored() {
         "the corrupt entry was replaced"
     );
 }
+
+#[tokio::test]
+async fn canary_gets_its_share_and_is_rolled_back_when_it_traps() {
+    let scratch = Scratch::new("canary");
+    install(&scratch.plugins(), "v", &version("a"));
+    install(&scratch.plugins(), "next", &version("b"));
+    install(
+        &scratch.plugins(),
+        "broken",
+        &std::fs::read(plugin("tessera-test-handler")).unwrap(),
+    );
+    let routes = "[[routes]]\npath = \"/split\"\n\
+        handler = { plugin = \"v\", canary = { plugin = \"next\", percent = 10 } }\n\
+        [[routes]]\npath = \"/trap\"\n\
+        handler = { plugin = \"v\", config = { mode = \"panic\" }, canary = { plugin = \"broken\", percent = 50, min_requests = 10, max_failure_rate = 0.2 } }\n";
+    let gw = start(&config_text(&scratch, &shared_cache(), routes)).await;
+
+    let mut b = 0;
+    for _ in 0..200 {
+        match answered_by(&get(&gw, "/split").await).as_deref() {
+            Some("b") => b += 1,
+            Some("a") => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        (15..=25).contains(&b),
+        "10 % of 200 requests should reach the canary, {b} did"
+    );
+
+    // `broken` panics on every request (the route config asks it to; version a ignores it).
+    let mut failed = 0;
+    for _ in 0..20 {
+        let reply = get(&gw, "/trap").await;
+        match answered_by(&reply).as_deref() {
+            Some("a") => {}
+            _ => {
+                assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+                failed += 1;
+            }
+        }
+    }
+    // 0.2 of 10 tolerates 2 failures; the third rolls the canary back.
+    assert_eq!(
+        failed, 3,
+        "the canary should be rolled back after its third failure"
+    );
+    for _ in 0..40 {
+        assert_eq!(
+            answered_by(&get(&gw, "/trap").await).as_deref(),
+            Some("a"),
+            "traffic went to a rolled-back canary"
+        );
+    }
+    gw.shutdown().await;
+}
