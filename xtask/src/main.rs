@@ -176,8 +176,16 @@ fn run_tests(mut cmd: Command) -> anyhow::Result<()> {
 fn bench() -> anyhow::Result<()> {
     let plugins = build_plugins(Profile::Release)?;
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "tessera", "--bench", "instantiate"])
-        .env("TESSERA_PLUGIN_DIR", &plugins);
+    cmd.args([
+        "bench",
+        "-p",
+        "tessera",
+        "--bench",
+        "instantiate",
+        "--bench",
+        "restart",
+    ])
+    .env("TESSERA_PLUGIN_DIR", &plugins);
     run(cmd)?;
     let mut load = cargo();
     load.args([

@@ -20,11 +20,18 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let plugin_dir = std::env::args_os()
+    let built = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .context("usage: tessera-demo <plugin-dir> (run it with `cargo xtask demo`)")?;
-    let cache_dir = plugin_dir.join("../../plugin-cache");
+        .context("usage: tessera-demo <built-plugin-dir> (run it with `cargo xtask demo`)")?;
+    let cache_dir = built.join("../../plugin-cache");
+    let plugin_dir = built.join("../../demo/plugins");
+    install_plugins(&built, &plugin_dir)?;
+    let plugin_dir = plugin_dir.canonicalize()?;
+    let token = match std::env::var(tessera::config::ADMIN_TOKEN_ENV) {
+        Ok(t) if !t.is_empty() => t,
+        _ => random_token(),
+    };
     let latency = match std::env::var("TESSERA_DEMO_LATENCY_MS") {
         Ok(ms) => Duration::from_millis(
             ms.parse()
@@ -37,7 +44,8 @@ async fn main() -> anyhow::Result<()> {
     let text = CONFIG
         .replace("@PLUGIN_DIR@", &plugin_dir.display().to_string())
         .replace("@CACHE_DIR@", &cache_dir.display().to_string())
-        .replace("@UPSTREAMS@", &services.upstreams_toml());
+        .replace("@UPSTREAMS@", &services.upstreams_toml())
+        .replace("@ADMIN_TOKEN@", &token);
     let config = tessera::config::Config::parse(&text, "demo.toml".as_ref(), &plugin_dir)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
     let addr = gateway.local_addr();
@@ -57,6 +65,17 @@ async fn main() -> anyhow::Result<()> {
         "  curl -i http://{addr}/users/1                    # proxied; a filter plugin adds x-served-by"
     );
     println!("  curl -s http://{addr}/hello/ada                  # a handler plugin on its own");
+    if let Some(admin) = gateway.admin_addr() {
+        println!(
+            "Admin API on http://{admin} (plugins hot-load from {}):",
+            plugin_dir.display()
+        );
+        println!("  export TESSERA_ADMIN_TOKEN={token}");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TESSERA_ADMIN_TOKEN\" http://{admin}/admin/plugins"
+        );
+        println!("  cargo run -q -p tessera -- plugin list --admin http://{admin}");
+    }
     println!("Ctrl-C stops it.");
     let stop = gateway.shutdown_handle();
     tokio::spawn(async move {
@@ -65,4 +84,39 @@ async fn main() -> anyhow::Result<()> {
     });
     gateway.wait().await;
     Ok(())
+}
+
+/// Plugin crates the demo serves, and the names routes know them by.
+const PLUGINS: [(&str, &str); 4] = [
+    ("hello", "tessera_example_hello"),
+    ("headers", "tessera_plugin_headers"),
+    ("order-details", "tessera_example_order_details"),
+    ("order-history", "tessera_example_order_history"),
+];
+
+/// Copies the built plugins into the watched demo directory (write, then rename into place).
+fn install_plugins(built: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, file) in PLUGINS {
+        let from = built.join(format!("{file}.wasm"));
+        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+        tessera::live::write_atomically(&dir.join(format!("{name}.wasm")), &bytes)?;
+    }
+    Ok(())
+}
+
+/// A token for this run when none is given.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..2)
+        .map(|_| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }
