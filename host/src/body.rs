@@ -63,3 +63,79 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, CollectError
     }
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
+
+/// The error a [`CappedBody`] yields once it passes its limit.
+#[derive(Debug)]
+pub struct BodyLimitExceeded(pub u64);
+
+impl std::fmt::Display for BodyLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for BodyLimitExceeded {}
+
+/// A body that fails once more than `limit` bytes went through, and says so in `tripped`.
+/// Used on every incoming request so the cap also holds while streaming to an upstream.
+pub struct CappedBody {
+    inner: Body,
+    remaining: u64,
+    limit: u64,
+    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for CappedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CappedBody")
+            .field("remaining", &self.remaining)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CappedBody {
+    /// Wraps `inner`.
+    pub fn new(inner: Body, limit: u64, tripped: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+            tripped,
+        }
+    }
+}
+
+impl http_body::Body for CappedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        self.tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(self.limit)))));
+                    }
+                    self.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

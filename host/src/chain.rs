@@ -28,6 +28,23 @@ pub struct RequestInfo {
     pub params: Arc<[(String, String)]>,
     /// The request's trace context (the client's `traceparent`, or one the gateway started).
     pub traceparent: Option<Arc<str>>,
+    /// `server.max_request_body_bytes`.
+    pub body_limit: u64,
+    /// Set when the request body went past `body_limit` while being read.
+    pub body_limit_hit: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RequestInfo {
+    /// The error to answer with: the body cap wins over whatever failure it caused downstream.
+    fn blame(&self, e: GatewayError) -> GatewayError {
+        if self.body_limit_hit.load(std::sync::atomic::Ordering::Relaxed) {
+            GatewayError::BodyTooLarge {
+                limit: usize::try_from(self.body_limit).unwrap_or(usize::MAX),
+            }
+        } else {
+            e
+        }
+    }
 }
 
 /// Runs the route: filters in, target, filters out. Never fails: errors become responses here
@@ -61,7 +78,7 @@ pub async fn run(
                 break;
             }
             Err(e) => {
-                early = Some(error::into_response(&e, &info.request_id));
+                early = Some(error::into_response(&info.blame(e), &info.request_id));
                 break;
             }
         }
@@ -71,7 +88,7 @@ pub async fn run(
         (Some(r), _) => r,
         (None, Some(request)) => match target(runtime, route, request, info).await {
             Ok(r) => r,
-            Err(e) => error::into_response(&e, &info.request_id),
+            Err(e) => error::into_response(&info.blame(e), &info.request_id),
         },
         (None, None) => error::into_response(
             &GatewayError::Internal(anyhow::anyhow!("request lost in the filter chain")),

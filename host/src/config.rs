@@ -81,8 +81,24 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests, in ms. Default 30000.
     pub shutdown_grace_ms: u64,
-    /// Connections served at once; further connections wait in the accept queue. Default 10000.
+    /// Connections served at once; a connection beyond it gets one 503 with `retry-after` and is
+    /// closed. Default 10000.
     pub max_connections: usize,
+    /// Requests in progress at once (all connections, HTTP/2 streams included); beyond it, 503
+    /// with `retry-after`. Default 10000.
+    pub max_requests: usize,
+    /// Largest request body accepted on any route, proxied ones included (checked against
+    /// `content-length` up front and counted while streaming); beyond it, 413. Default 100 MiB.
+    pub max_request_body_bytes: u64,
+    /// Header fields a request may have; beyond it, 431. Default 100.
+    pub max_headers: usize,
+    /// Bytes the request line and headers may take; beyond it, 431. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head, counted from the moment the connection
+    /// waits for one, so it also closes idle keep-alive connections. Default 10000 ms.
+    pub header_read_timeout_ms: u64,
+    /// HTTP/2 streams per connection. Default 100.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +108,12 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             max_connections: 10_000,
+            max_requests: 10_000,
+            max_request_body_bytes: 100 * 1024 * 1024,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout_ms: 10_000,
+            http2_max_streams: 100,
         }
     }
 }

@@ -61,6 +61,9 @@ pub enum GatewayError {
     /// The request could not be read or is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The gateway is at its connection or request cap.
+    #[error("gateway at capacity")]
+    Overloaded,
     /// The upstream could not be reached or broke the exchange.
     #[error("upstream `{upstream}` failed")]
     UpstreamConnect {
@@ -102,6 +105,7 @@ impl GatewayError {
             | Self::MethodNotAllowed { .. }
             | Self::BodyTooLarge { .. }
             | Self::BadRequest(_) => ErrorSource::Client,
+            Self::Overloaded => ErrorSource::Internal,
             Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
             Self::Plugin { .. } => ErrorSource::Plugin,
             Self::Internal(_) => ErrorSource::Internal,
@@ -113,6 +117,7 @@ impl GatewayError {
         matches!(
             self,
             Self::UpstreamConnect { .. }
+                | Self::Overloaded
                 | Self::Plugin {
                     kind: PluginFailure::Overloaded,
                     ..
@@ -127,6 +132,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::Plugin { kind, .. } => match kind {
@@ -147,6 +153,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => "this path does not accept this method".into(),
             Self::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
             Self::BadRequest(m) => m.clone(),
+            Self::Overloaded => "the gateway is at capacity; retry shortly".into(),
             Self::UpstreamConnect { upstream, .. } => {
                 format!("upstream `{upstream}` is unavailable")
             }
@@ -184,6 +191,9 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
     );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::server::REQUEST_ID, v);
+    }
+    if err.retry_safe() && status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if let GatewayError::MethodNotAllowed { allow } = err {
         let list: Vec<&str> = allow.iter().map(Method::as_str).collect();

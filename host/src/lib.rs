@@ -35,7 +35,6 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -101,8 +100,7 @@ impl Gateway {
         let task = tokio::spawn(server::serve(
             listener,
             Arc::clone(&self.live),
-            config.server.max_connections,
-            Duration::from_millis(config.server.shutdown_grace_ms),
+            config.server.clone(),
             signal,
         ));
         tracing::info!(%local_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");

@@ -4,14 +4,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -20,6 +20,7 @@ use tracing::{Instrument, field};
 use crate::body::{self, Body};
 use crate::chain::{self, RequestInfo};
 use crate::error::{self, GatewayError};
+use crate::config::ServerConfig;
 use crate::live::Live;
 use crate::router::RouteMiss;
 use crate::routes::Runtime;
@@ -92,27 +93,25 @@ pub fn child_traceparent(parent: &str) -> String {
     }
 }
 
-/// Serves `runtime` on `listener` until `shutdown` turns true, then stops accepting and waits up
-/// to `grace` for in-flight requests.
+/// Serves the live runtime on `listener` until `shutdown` turns true, then stops accepting and
+/// waits up to `server.shutdown_grace_ms` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
-    max_connections: usize,
-    grace: Duration,
+    settings: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(connection_builder(&settings));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    // Connections past the cap get one 503 each; this bounds how many get even that.
+    let turned_away = Arc::new(Semaphore::new(settings.max_connections / 10 + 16));
+    let requests = Arc::new(Semaphore::new(settings.max_requests));
     let ids = Arc::new(RequestIds::new());
+    let limits = Arc::new(RequestLimits {
+        max_body: settings.max_request_body_bytes,
+    });
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, client) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -126,17 +125,29 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            turn_away(stream, &turned_away, &ids);
+            continue;
+        };
         let live = Arc::clone(&live);
         let ids = Arc::clone(&ids);
+        let requests = Arc::clone(&requests);
+        let limits = Arc::clone(&limits);
         let service = service_fn(move |request: Request<Incoming>| {
             // Each request runs to its end on the runtime it started with, whatever reloads do.
             let runtime = live.runtime();
             let ids = Arc::clone(&ids);
-            async move { Ok::<_, Infallible>(handle(&runtime, &ids, request, client).await) }
+            let slot = Arc::clone(&requests).try_acquire_owned();
+            let limits = Arc::clone(&limits);
+            async move {
+                let response = match slot {
+                    Ok(_slot) => handle(&runtime, &ids, &limits, request, client).await,
+                    Err(_) => error::into_response(&GatewayError::Overloaded, &ids.next()),
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -147,18 +158,69 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let grace = Duration::from_millis(settings.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
+}
+
+/// HTTP/1.1 and HTTP/2 settings from `[server]`.
+fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(settings.header_read_timeout_ms))
+        .max_headers(settings.max_headers)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.http2_max_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Answers a connection past the cap with one 503 and closes it, or just closes it when even
+/// those answers are at their cap.
+fn turn_away(stream: tokio::net::TcpStream, permits: &Arc<Semaphore>, ids: &Arc<RequestIds>) {
+    let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+        drop(stream);
+        return;
+    };
+    let ids = Arc::clone(ids);
+    tokio::spawn(async move {
+        let service = service_fn(move |_request: Request<Incoming>| {
+            let mut response = error::into_response(&GatewayError::Overloaded, &ids.next());
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(2))
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        drop(permit);
+    });
+}
+
+/// Per-request limits the server enforces before a route runs.
+#[derive(Debug)]
+pub struct RequestLimits {
+    /// `server.max_request_body_bytes`.
+    pub max_body: u64,
 }
 
 /// Serves one request.
 pub async fn handle(
     runtime: &Runtime,
     ids: &RequestIds,
+    limits: &RequestLimits,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
@@ -179,7 +241,7 @@ pub async fn handle(
         request_id = %request_id,
     );
     async move {
-        let mut response = route(runtime, request, client, &request_id).await;
+        let mut response = route(runtime, limits, request, client, &request_id).await;
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
@@ -192,6 +254,7 @@ pub async fn handle(
 
 async fn route(
     runtime: &Runtime,
+    limits: &RequestLimits,
     request: Request<Incoming>,
     client: SocketAddr,
     request_id: &Arc<str>,
@@ -217,6 +280,14 @@ async fn route(
         ));
         return error::into_response(&e, request_id);
     };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body) {
+        return error::into_response(&GatewayError::BodyTooLarge { limit: limits.max_body as usize }, request_id);
+    }
     let traceparent = request
         .headers()
         .get(&TRACEPARENT)
@@ -228,8 +299,12 @@ async fn route(
         client,
         params: matched.params.into(),
         traceparent: Some(traceparent.into()),
+        body_limit: limits.max_body,
+        body_limit_hit: Arc::new(AtomicBool::new(false)),
     };
-    chain::run(runtime, entry, request.map(body::boxed), &info).await
+    let hit = Arc::clone(&info.body_limit_hit);
+    let request = request.map(|b| body::boxed(body::CappedBody::new(body::boxed(b), limits.max_body, hit)));
+    chain::run(runtime, entry, request, &info).await
 }
 
 /// Client-supplied ids are kept when they are short and printable, so traces line up.
