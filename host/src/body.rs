@@ -96,7 +96,11 @@ impl std::fmt::Debug for CappedBody {
 
 impl CappedBody {
     /// Wraps `inner`.
-    pub fn new(inner: Body, limit: u64, tripped: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub fn new(
+        inner: Body,
+        limit: u64,
+        tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         Self {
             inner,
             remaining: limit,
@@ -120,7 +124,8 @@ impl http_body::Body for CappedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.tripped
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(self.limit)))));
                     }
                     self.remaining -= len;

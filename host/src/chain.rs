@@ -37,7 +37,10 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The error to answer with: the body cap wins over whatever failure it caused downstream.
     fn blame(&self, e: GatewayError) -> GatewayError {
-        if self.body_limit_hit.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .body_limit_hit
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             GatewayError::BodyTooLarge {
                 limit: usize::try_from(self.body_limit).unwrap_or(usize::MAX),
             }

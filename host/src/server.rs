@@ -19,8 +19,8 @@ use tracing::{Instrument, field};
 
 use crate::body::{self, Body};
 use crate::chain::{self, RequestInfo};
-use crate::error::{self, GatewayError};
 use crate::config::ServerConfig;
+use crate::error::{self, GatewayError};
 use crate::live::Live;
 use crate::router::RouteMiss;
 use crate::routes::Runtime;
@@ -147,7 +147,9 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -159,7 +161,10 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
 }
@@ -286,7 +291,12 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body) {
-        return error::into_response(&GatewayError::BodyTooLarge { limit: limits.max_body as usize }, request_id);
+        return error::into_response(
+            &GatewayError::BodyTooLarge {
+                limit: limits.max_body as usize,
+            },
+            request_id,
+        );
     }
     let traceparent = request
         .headers()
@@ -303,7 +313,8 @@ async fn route(
         body_limit_hit: Arc::new(AtomicBool::new(false)),
     };
     let hit = Arc::clone(&info.body_limit_hit);
-    let request = request.map(|b| body::boxed(body::CappedBody::new(body::boxed(b), limits.max_body, hit)));
+    let request =
+        request.map(|b| body::boxed(body::CappedBody::new(body::boxed(b), limits.max_body, hit)));
     chain::run(runtime, entry, request, &info).await
 }
 

@@ -2,6 +2,7 @@
 
 mod config;
 mod ecommerce;
+mod hardening;
 mod orchestration;
 mod plugins;
 mod proxy;

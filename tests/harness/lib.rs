@@ -111,8 +111,13 @@ pub fn config(text: &str) -> Config {
 /// Starts a gateway on an ephemeral port. `routes` is TOML for `[upstreams.*]` and `[[routes]]`;
 /// the server and plugins sections are added.
 pub async fn gateway(routes: &str) -> RunningGateway {
+    gateway_with("", routes).await
+}
+
+/// Like [`gateway`], with extra `[server]` keys (TOML lines).
+pub async fn gateway_with(server: &str, routes: &str) -> RunningGateway {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n{}\n{routes}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n{server}\n{}\n{routes}",
         plugins_section()
     );
     let gateway = tessera::Gateway::new(config(&text))
@@ -244,4 +249,21 @@ pub fn request(method: Method, path: &str, body: impl Into<Bytes>) -> Request<Fu
         .uri(path)
         .body(Full::new(body.into()))
         .expect("request")
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it or `wait` passes.
+/// Returns what came back.
+pub async fn raw_exchange(
+    gateway: &RunningGateway,
+    request: &[u8],
+    wait: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,0 +1,278 @@
+//! What clients can send: header limits, body caps, slow and idle connections, capacity caps,
+//! ambiguous framing, malformed requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use tessera_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An upstream that counts requests and echoes the body length and framing it saw.
+async fn counting_echo() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let addr = upstream(move |req| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let path = req.uri().path().to_owned();
+            let te = req.headers().contains_key("transfer-encoding");
+            let cl = req
+                .headers()
+                .get("content-length")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+            Response::new(full(format!("path={path} body={body:?} te={te} cl={cl:?}")))
+        }
+    })
+    .await;
+    (addr, count)
+}
+
+fn status_of(raw: &str) -> Option<u16> {
+    raw.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let (up, calls) = counting_echo().await;
+    let gw = gateway_with("max_headers = 20\nmax_header_bytes = 16384\n", &format!("[upstreams.u]\ntargets = [\"{up}\"]\n[[routes]]\npath = \"/{{*p}}\"\nupstream = \"u\"\n")).await;
+    let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let raw = raw_exchange(
+        &gw,
+        format!("GET / HTTP/1.1\r\nhost: t\r\n{many}\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(431), "{raw}");
+    let big = "a".repeat(20_000);
+    let raw = raw_exchange(
+        &gw,
+        format!("GET / HTTP/1.1\r\nhost: t\r\nx-big: {big}\r\n\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(431), "{}", &raw[..raw.len().min(200)]);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_body_cap_is_413_up_front_and_while_streaming() {
+    let (up, calls) = counting_echo().await;
+    let gw = gateway_with(
+        "max_request_body_bytes = 1000\n",
+        &format!(
+            "[upstreams.u]\ntargets = [\"{up}\"]\n[[routes]]\npath = \"/p\"\nupstream = \"u\"\n\
+             [[routes]]\npath = \"/h\"\nhandler = {{ plugin = \"test-handler\" }}\n"
+        ),
+    )
+    .await;
+    // Declared too large: refused before any upstream sees it.
+    let raw = raw_exchange(
+        &gw,
+        b"POST /p HTTP/1.1\r\nhost: t\r\ncontent-length: 2000\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(413), "{raw}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // Chunked, no length: counted while streaming to the upstream.
+    let chunk = "x".repeat(600);
+    let body = format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
+    let raw = raw_exchange(
+        &gw,
+        format!("POST /p HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n{body}")
+            .as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(413), "{raw}");
+    let raw = raw_exchange(
+        &gw,
+        format!("POST /h HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n{body}")
+            .as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(413), "{raw}");
+
+    // Within the cap it flows.
+    let reply = send(&gw, request(http::Method::POST, "/p", vec![b'y'; 900])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text().contains("body=Ok(900)"), "{}", reply.text());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    let gw = gateway_with(
+        "header_read_timeout_ms = 500\n",
+        "[[routes]]\npath = \"/hello/{name}\"\nhandler = { plugin = \"hello\" }\n",
+    )
+    .await;
+    // Slowloris: a request head that never ends.
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /hello/x HTTP/1.1\r\nhost: t\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "a slow request head kept the connection open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // Idle keep-alive: one request, then silence.
+    let mut stream = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /hello/x HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn capacity_caps_answer_503_with_retry_after() {
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Response::new(full("slow"))
+    })
+    .await;
+    let routes = format!(
+        "[upstreams.slow]\ntargets = [\"{slow}\"]\n[[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n"
+    );
+
+    // Requests: one in flight at a time.
+    let gw = Arc::new(gateway_with("max_requests = 1\n", &routes).await);
+    let first = {
+        let gw = Arc::clone(&gw);
+        tokio::spawn(async move { get(&gw, "/slow").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reply = get(&gw, "/slow").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        get(&gw, "/slow").await.status,
+        StatusCode::OK,
+        "capacity comes back"
+    );
+    Arc::try_unwrap(gw).unwrap().shutdown().await;
+
+    // Connections: two held open, the third is answered 503 and closed.
+    let gw = gateway_with(
+        "max_connections = 2\nheader_read_timeout_ms = 3000\n",
+        &routes,
+    )
+    .await;
+    let _a = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    let _b = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let raw = raw_exchange(
+        &gw,
+        b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(503), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn ambiguous_framing_and_malformed_requests_are_refused_or_normalised() {
+    let (up, _calls) = counting_echo().await;
+    let gw = gateway(&format!(
+        "[upstreams.u]\ntargets = [\"{up}\"]\n[[routes]]\npath = \"/{{*p}}\"\nupstream = \"u\"\n"
+    ))
+    .await;
+    let wait = Duration::from_secs(3);
+
+    // Content-Length with Transfer-Encoding: either refused, or the chunked framing wins and the
+    // bytes after the last chunk are a request of their own to the gateway, never smuggled.
+    let raw = raw_exchange(
+        &gw,
+        b"POST /a HTTP/1.1\r\nhost: t\r\ncontent-length: 30\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    match status_of(&raw) {
+        Some(400) => {}
+        Some(200) => {
+            assert!(raw.contains("path=/a body=Ok(0)"), "{raw}");
+            assert!(
+                !raw.contains("cl=Some(\"30\")"),
+                "the conflicting length reached the upstream: {raw}"
+            );
+        }
+        other => panic!("unexpected answer {other:?}: {raw}"),
+    }
+
+    // Two different Content-Length values.
+    let raw = raw_exchange(
+        &gw,
+        b"POST /a HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcde",
+        wait,
+    )
+    .await;
+    assert_eq!(status_of(&raw), Some(400), "{raw}");
+
+    // Bare LF line endings: refused, or parsed as the same request and re-framed upstream.
+    let raw = raw_exchange(
+        &gw,
+        b"GET /lf HTTP/1.1\nhost: t\nconnection: close\n\n",
+        wait,
+    )
+    .await;
+    match status_of(&raw) {
+        Some(400) => {}
+        Some(200) => assert!(raw.contains("path=/lf body=Ok(0)"), "{raw}"),
+        other => panic!("unexpected answer {other:?}: {raw}"),
+    }
+
+    // Malformed request lines.
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"G\x00T / HTTP/1.1\r\n\r\n",
+    ] {
+        let raw = raw_exchange(&gw, bad, wait).await;
+        assert!(
+            matches!(status_of(&raw), Some(400) | Some(505)) || raw.is_empty(),
+            "{:?} → {raw}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // And the gateway still serves.
+    assert_eq!(get(&gw, "/fine").await.status, StatusCode::OK);
+    gw.shutdown().await;
+}
