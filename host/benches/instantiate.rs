@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tessera::bindings;
 use tessera::config::PluginsConfig;
 use tessera::outbound::OutboundLimits;
-use tessera::plugin::{CallContext, PluginEngine, PluginInstance};
+use tessera::plugin::{CallContext, CallLimits, PluginEngine, PluginInstance};
 use tessera::upstream::Upstreams;
 
 fn plugin_bytes(file: &str) -> Vec<u8> {
@@ -63,10 +63,11 @@ fn bench(c: &mut Criterion) {
             .expect("load hello"),
     );
 
+    let limits = CallLimits::from_config(&PluginsConfig::default().limits);
     c.bench_function("instantiate", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let instance = PluginInstance::new(&engine, &hello, call_context())
+                let instance = PluginInstance::new(&engine, &hello, call_context(), &limits)
                     .await
                     .expect("instantiate");
                 drop(instance);
@@ -76,7 +77,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("instantiate_and_handle", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut instance = PluginInstance::new(&engine, &hello, call_context())
+                let mut instance = PluginInstance::new(&engine, &hello, call_context(), &limits)
                     .await
                     .expect("instantiate");
                 let response = instance.handle(request()).await.expect("handle");

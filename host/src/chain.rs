@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use crate::bindings::{self, RequestAction};
 use crate::body::{self, Body, CollectError};
 use crate::error::{self, GatewayError, PluginFailure};
+use crate::plugin::CallLimits;
 use crate::plugin::{CallContext, PluginInstance};
 use crate::routes::{RouteEntry, RoutePlugin, Runtime, Target};
 
@@ -65,6 +66,10 @@ pub async fn run(
     for filter in &route.filters {
         let mut instance = match instantiate(runtime, route, filter, info).await {
             Ok(i) => i,
+            Err(e) if filter.fail_open => {
+                tracing::warn!(plugin = %filter.plugin, error = %e, "filter failed (fail = \"open\"): request passed on unmodified");
+                continue;
+            }
             Err(e) => {
                 early = Some(error::into_response(&e, &info.request_id));
                 break;
@@ -72,15 +77,19 @@ pub async fn run(
         };
         let Some(current) = request.take() else { break };
         match filter_request(runtime, &mut instance, filter, current).await {
-            Ok(FilterOutcome::Continue(next)) => {
+            FilterOutcome::Continue(next) => {
                 request = Some(next);
                 entered.push((instance, filter));
             }
-            Ok(FilterOutcome::Respond(response)) => {
+            FilterOutcome::Respond(response) => {
                 early = Some(response);
                 break;
             }
-            Err(e) => {
+            FilterOutcome::Failed(e, Some(original)) if filter.fail_open => {
+                tracing::warn!(plugin = %filter.plugin, error = %e, "filter failed (fail = \"open\"): request passed on unmodified");
+                request = Some(original);
+            }
+            FilterOutcome::Failed(e, _) => {
                 early = Some(error::into_response(&info.blame(e), &info.request_id));
                 break;
             }
@@ -102,7 +111,11 @@ pub async fn run(
     while let Some((mut instance, filter)) = entered.pop() {
         response = match filter_response(runtime, &mut instance, filter, response).await {
             Ok(r) => r,
-            Err(e) => error::into_response(&e, &info.request_id),
+            Err((e, Some(original))) if filter.fail_open => {
+                tracing::warn!(plugin = %filter.plugin, error = %e, "filter failed (fail = \"open\"): response passed on unmodified");
+                original
+            }
+            Err((e, _)) => error::into_response(&e, &info.request_id),
         };
     }
     response
@@ -130,10 +143,10 @@ async fn instantiate(
         upstreams: Arc::clone(&runtime.upstreams),
         allow_hosts: Arc::clone(&use_.allow_hosts),
         traceparent: info.traceparent.clone(),
-        limits: runtime.outbound_limits,
+        limits: use_.limits.outbound(),
         max_body_bytes: runtime.max_body_bytes,
     };
-    match PluginInstance::new(&runtime.engine, plugin, call).await {
+    match PluginInstance::new(&runtime.engine, plugin, call, &use_.limits).await {
         Ok(instance) => Ok(instance.reporting_to(canary.cloned())),
         Err(e) => {
             if let Some(c) = canary {
@@ -147,6 +160,8 @@ async fn instantiate(
 enum FilterOutcome {
     Continue(Request<Body>),
     Respond(Response<Body>),
+    /// The filter failed; the unmodified request comes back when the failure was the plugin's.
+    Failed(GatewayError, Option<Request<Body>>),
 }
 
 async fn filter_request(
@@ -154,54 +169,79 @@ async fn filter_request(
     instance: &mut PluginInstance,
     filter: &RoutePlugin,
     request: Request<Body>,
-) -> Result<FilterOutcome, GatewayError> {
-    let (mut parts, body) = request.into_parts();
+) -> FilterOutcome {
+    let (parts, body) = request.into_parts();
     let (body, visible) = if filter.buffer_body {
-        let bytes = read_request_body(body, runtime.max_body_bytes).await?;
-        (body::full(bytes.clone()), Some(bytes.to_vec()))
+        match read_request_body(body, runtime.max_body_bytes).await {
+            Ok(bytes) => (body::full(bytes.clone()), Some(bytes.to_vec())),
+            Err(e) => return FilterOutcome::Failed(e, None),
+        }
     } else {
         (body, None)
     };
     let record = request_to_plugin(&parts, visible);
-    match instance.on_request(record).await? {
+    let action = match instance.on_request(record).await {
+        Ok(a) => a,
+        Err(e) => return FilterOutcome::Failed(e, Some(Request::from_parts(parts, body))),
+    };
+    match action {
         RequestAction::Continue(rewritten) => {
-            let replaced =
-                apply_request(&mut parts, rewritten).map_err(|e| invalid_output(instance, e))?;
-            let body = match replaced {
-                Some(bytes) => body::full(bytes),
-                None => body,
-            };
-            Ok(FilterOutcome::Continue(Request::from_parts(parts, body)))
+            let mut next = parts.clone();
+            let applied = check_output(
+                &filter.limits,
+                &rewritten.headers,
+                rewritten.body.as_deref(),
+            )
+            .and_then(|()| apply_request(&mut next, rewritten));
+            match applied {
+                Ok(Some(bytes)) => {
+                    FilterOutcome::Continue(Request::from_parts(next, body::full(bytes)))
+                }
+                Ok(None) => FilterOutcome::Continue(Request::from_parts(next, body)),
+                Err(message) => FilterOutcome::Failed(
+                    invalid_output(instance, message),
+                    Some(Request::from_parts(parts, body)),
+                ),
+            }
         }
         RequestAction::Respond(response) => {
-            let response =
-                response_from_plugin(response).map_err(|e| invalid_output(instance, e))?;
-            Ok(FilterOutcome::Respond(response))
+            let built = check_output(&filter.limits, &response.headers, response.body.as_deref())
+                .and_then(|()| response_from_plugin(response));
+            match built {
+                Ok(r) => FilterOutcome::Respond(r),
+                Err(message) => FilterOutcome::Failed(
+                    invalid_output(instance, message),
+                    Some(Request::from_parts(parts, body)),
+                ),
+            }
         }
     }
 }
 
+/// Runs a filter's `on-response`; on failure, gives the unmodified response back when it can.
 async fn filter_response(
     runtime: &Runtime,
     instance: &mut PluginInstance,
     filter: &RoutePlugin,
     response: Response<Body>,
-) -> Result<Response<Body>, GatewayError> {
-    let (mut parts, body) = response.into_parts();
+) -> Result<Response<Body>, (GatewayError, Option<Response<Body>>)> {
+    let (parts, body) = response.into_parts();
     let (body, visible) = if filter.buffer_body {
         match body::collect(body, runtime.max_body_bytes).await {
             Ok(bytes) => (body::full(bytes.clone()), Some(bytes.to_vec())),
             Err(CollectError::TooLarge) => {
-                return Err(GatewayError::Internal(anyhow::anyhow!(
+                let e = GatewayError::Internal(anyhow::anyhow!(
                     "response body larger than {} bytes cannot be buffered for filter `{}`",
                     runtime.max_body_bytes,
                     filter.plugin
-                )));
+                ));
+                return Err((e, None));
             }
             Err(CollectError::Stream(e)) => {
-                return Err(GatewayError::Internal(anyhow::anyhow!(
-                    "response body failed: {e}"
-                )));
+                return Err((
+                    GatewayError::Internal(anyhow::anyhow!("response body failed: {e}")),
+                    None,
+                ));
             }
         }
     } else {
@@ -212,18 +252,62 @@ async fn filter_response(
         headers: headers_to_plugin(&parts.headers),
         body: visible,
     };
-    let rewritten = instance.on_response(record).await?;
-    parts.status = status_from_plugin(rewritten.status).map_err(|e| invalid_output(instance, e))?;
-    parts.headers =
-        headers_from_plugin(&rewritten.headers).map_err(|e| invalid_output(instance, e))?;
+    let rewritten = match instance.on_response(record).await {
+        Ok(r) => r,
+        Err(e) => return Err((e, Some(Response::from_parts(parts, body)))),
+    };
+    let mut next = parts.clone();
+    let applied = check_output(
+        &filter.limits,
+        &rewritten.headers,
+        rewritten.body.as_deref(),
+    )
+    .and_then(|()| {
+        next.status = status_from_plugin(rewritten.status)?;
+        next.headers = headers_from_plugin(&rewritten.headers)?;
+        Ok(())
+    });
+    if let Err(message) = applied {
+        return Err((
+            invalid_output(instance, message),
+            Some(Response::from_parts(parts, body)),
+        ));
+    }
     match rewritten.body {
         Some(bytes) => {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            Ok(Response::from_parts(parts, body::full(bytes)))
+            next.headers.remove(header::CONTENT_LENGTH);
+            next.headers.remove(header::TRANSFER_ENCODING);
+            Ok(Response::from_parts(next, body::full(bytes)))
         }
-        None => Ok(Response::from_parts(parts, body)),
+        None => Ok(Response::from_parts(next, body)),
     }
+}
+
+/// Refuses plugin output over the entry's caps on header count and total bytes.
+fn check_output(
+    limits: &CallLimits,
+    headers: &[bindings::Header],
+    body: Option<&[u8]>,
+) -> Result<(), String> {
+    if headers.len() > limits.max_output_headers {
+        return Err(format!(
+            "returned {} headers; at most {} are allowed",
+            headers.len(),
+            limits.max_output_headers
+        ));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len())
+        .sum::<usize>()
+        + body.map_or(0, <[u8]>::len);
+    if bytes > limits.max_output_bytes {
+        return Err(format!(
+            "returned {bytes} bytes; at most {} are allowed",
+            limits.max_output_bytes
+        ));
+    }
+    Ok(())
 }
 
 async fn target(
@@ -242,7 +326,9 @@ async fn target(
             let bytes = read_request_body(body, runtime.max_body_bytes).await?;
             let record = request_to_plugin(&parts, Some(bytes.to_vec()));
             let response = instance.handle(record).await?;
-            response_from_plugin(response).map_err(|e| invalid_output(&instance, e))
+            check_output(&handler.limits, &response.headers, response.body.as_deref())
+                .and_then(|()| response_from_plugin(response))
+                .map_err(|e| invalid_output(&instance, e))
         }
     }
 }
@@ -258,6 +344,7 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, GatewayErr
 }
 
 fn invalid_output(instance: &PluginInstance, message: String) -> GatewayError {
+    instance.plugin().count_error();
     GatewayError::Plugin {
         plugin: format!(
             "{}@{}",

@@ -189,6 +189,11 @@ pub struct PluginLimits {
     pub max_calls: u32,
     /// Outbound calls of one plugin instance running at once. Default 16.
     pub max_in_flight: u32,
+    /// Bytes a plugin may return in one request, response or answer (header names and values
+    /// plus body). Default 16 MiB.
+    pub max_output_bytes: usize,
+    /// Header fields a plugin may return. Default 200.
+    pub max_output_headers: usize,
 }
 
 impl Default for PluginLimits {
@@ -198,8 +203,54 @@ impl Default for PluginLimits {
             memory_bytes: 64 * 1024 * 1024,
             max_calls: 64,
             max_in_flight: 16,
+            max_output_bytes: 16 * 1024 * 1024,
+            max_output_headers: 200,
         }
     }
+}
+
+/// `limits = { ... }` on a handler or filter entry: overrides of `[plugins.limits]` for it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryLimits {
+    /// Overrides `timeout_ms`.
+    pub timeout_ms: Option<u64>,
+    /// Overrides `memory_bytes`; at most the global value, which sizes the instance pool.
+    pub memory_bytes: Option<usize>,
+    /// Overrides `max_calls`.
+    pub max_calls: Option<u32>,
+    /// Overrides `max_in_flight`.
+    pub max_in_flight: Option<u32>,
+    /// Overrides `max_output_bytes`.
+    pub max_output_bytes: Option<usize>,
+    /// Overrides `max_output_headers`.
+    pub max_output_headers: Option<usize>,
+}
+
+impl PluginLimits {
+    /// These limits with an entry's overrides applied.
+    pub fn with(&self, entry: Option<&EntryLimits>) -> PluginLimits {
+        let Some(e) = entry else { return *self };
+        PluginLimits {
+            timeout_ms: e.timeout_ms.unwrap_or(self.timeout_ms),
+            memory_bytes: e.memory_bytes.unwrap_or(self.memory_bytes),
+            max_calls: e.max_calls.unwrap_or(self.max_calls),
+            max_in_flight: e.max_in_flight.unwrap_or(self.max_in_flight),
+            max_output_bytes: e.max_output_bytes.unwrap_or(self.max_output_bytes),
+            max_output_headers: e.max_output_headers.unwrap_or(self.max_output_headers),
+        }
+    }
+}
+
+/// What a filter's failure does to the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    /// The request fails with the plugin's error status (500/503/504).
+    #[default]
+    Closed,
+    /// The request (or response) goes on unmodified and the failure is logged.
+    Open,
 }
 
 /// `[upstreams.<name>]`.
@@ -267,6 +318,9 @@ pub struct HandlerConfig {
     /// Sends a share of requests to another plugin, rolled back automatically if it fails.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// Overrides of `[plugins.limits]` for this entry.
+    #[serde(default)]
+    pub limits: Option<EntryLimits>,
 }
 
 /// `canary = { plugin = "...", percent = 10 }` on a handler or filter entry.
@@ -315,6 +369,13 @@ pub struct FilterConfig {
     /// Sends a share of requests to another plugin, rolled back automatically if it fails.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// Overrides of `[plugins.limits]` for this entry.
+    #[serde(default)]
+    pub limits: Option<EntryLimits>,
+    /// `closed` (default): a failing filter fails the request. `open`: the request or response
+    /// goes on unmodified and the failure is logged.
+    #[serde(default)]
+    pub fail: FailPolicy,
 }
 
 impl Config {
@@ -534,6 +595,11 @@ impl Validator<'_> {
                     if let Some(c) = &h.canary {
                         self.check_canary(config, c, format!("{key}.handler.canary"))?;
                     }
+                    self.check_entry_limits(
+                        config,
+                        h.limits.as_ref(),
+                        format!("{key}.handler.limits"),
+                    )?;
                 }
             }
             for (j, f) in route.filters.iter().enumerate() {
@@ -547,6 +613,11 @@ impl Validator<'_> {
                 if let Some(c) = &f.canary {
                     self.check_canary(config, c, format!("{key}.filters[{j}].canary"))?;
                 }
+                self.check_entry_limits(
+                    config,
+                    f.limits.as_ref(),
+                    format!("{key}.filters[{j}].limits"),
+                )?;
             }
         }
         Ok(())
@@ -571,6 +642,37 @@ impl Validator<'_> {
                 list_or_none(&known)
             ),
         )
+    }
+
+    fn check_entry_limits(
+        &self,
+        config: &Config,
+        entry: Option<&EntryLimits>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        let Some(e) = entry else { return Ok(()) };
+        if e.memory_bytes
+            .is_some_and(|m| m > config.plugins.limits.memory_bytes || m < 64 * 1024)
+        {
+            return self.err(
+                usize::MAX,
+                format!("{key}.memory_bytes"),
+                format!(
+                    "must be between 65536 and plugins.limits.memory_bytes ({})",
+                    config.plugins.limits.memory_bytes
+                ),
+            );
+        }
+        for (field, value) in [
+            ("timeout_ms", e.timeout_ms),
+            ("max_in_flight", e.max_in_flight.map(u64::from)),
+            ("max_output_headers", e.max_output_headers.map(|v| v as u64)),
+        ] {
+            if value == Some(0) {
+                return self.err(usize::MAX, format!("{key}.{field}"), "must be at least 1");
+            }
+        }
+        Ok(())
     }
 
     fn check_canary(

@@ -31,6 +31,45 @@ use crate::error::{GatewayError, PluginFailure};
 use crate::outbound::{Outbound, OutboundLimits};
 use crate::upstream::Upstreams;
 
+/// The limits one plugin call runs under: `[plugins.limits]` with the route entry's overrides.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Wall-clock budget of each call into the plugin.
+    pub timeout: Duration,
+    /// Linear memory cap.
+    pub memory_bytes: usize,
+    /// Outbound calls in total.
+    pub max_calls: u32,
+    /// Outbound calls at once.
+    pub max_in_flight: u32,
+    /// Bytes of headers and body the plugin may return.
+    pub max_output_bytes: usize,
+    /// Header fields the plugin may return.
+    pub max_output_headers: usize,
+}
+
+impl CallLimits {
+    /// From resolved `[plugins.limits]`.
+    pub fn from_config(limits: &PluginLimits) -> Self {
+        Self {
+            timeout: Duration::from_millis(limits.timeout_ms),
+            memory_bytes: limits.memory_bytes,
+            max_calls: limits.max_calls,
+            max_in_flight: limits.max_in_flight,
+            max_output_bytes: limits.max_output_bytes,
+            max_output_headers: limits.max_output_headers,
+        }
+    }
+
+    /// The outbound part.
+    pub fn outbound(&self) -> OutboundLimits {
+        OutboundLimits {
+            max_calls: self.max_calls,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
 /// How often the epoch advances; the granularity of plugin deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -224,7 +263,7 @@ impl PluginEngine {
     }
 
     /// Creates a store for one request.
-    fn store(&self, call: Arc<CallContext>) -> Store<PluginState> {
+    fn store(&self, call: Arc<CallContext>, memory_bytes: usize) -> Store<PluginState> {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(PluginOutput {
             plugin: Arc::clone(&call.plugin),
@@ -241,7 +280,7 @@ impl PluginEngine {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: PluginLimiter {
-                max_memory: self.limits.memory_bytes,
+                max_memory: memory_bytes.min(self.limits.memory_bytes),
                 memory_denied: false,
             },
             outbound: Outbound::new(Arc::clone(&call)),
@@ -317,6 +356,11 @@ impl LoadedPlugin {
     /// SHA-256 of the component file.
     pub fn digest(&self) -> &[u8; 32] {
         &self.digest
+    }
+
+    /// Counts a failure found outside the call (e.g. output the gateway refused).
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Calls into this version so far (one per instance: a filter's two phases count once).
@@ -722,10 +766,11 @@ impl PluginInstance {
         engine: &PluginEngine,
         plugin: &Arc<LoadedPlugin>,
         call: CallContext,
+        limits: &CallLimits,
     ) -> Result<Self, GatewayError> {
         plugin.requests.fetch_add(1, Ordering::Relaxed);
-        let mut store = engine.store(Arc::new(call));
-        let timeout = Duration::from_millis(engine.limits.timeout_ms);
+        let mut store = engine.store(Arc::new(call), limits.memory_bytes);
+        let timeout = limits.timeout;
         arm_deadline(&mut store, timeout);
         let instance =
             match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::canary::Canary;
-use crate::config::{Config, FilterConfig, HandlerConfig, table_to_json};
-use crate::plugin::{PluginEngine, PluginRegistry};
+use crate::config::{Config, FailPolicy, FilterConfig, HandlerConfig, PluginLimits, table_to_json};
+use crate::plugin::{CallLimits, PluginEngine, PluginRegistry};
 use crate::router::{Router, RouterBuilder};
 use crate::upstream::{Upstream, Upstreams};
 
@@ -23,10 +23,14 @@ pub struct RoutePlugin {
     pub buffer_body: bool,
     /// A share of requests that goes to another plugin, if configured.
     pub canary: Option<Arc<Canary>>,
+    /// Limits of each call into the plugin.
+    pub limits: CallLimits,
+    /// Whether a failure lets the request or response through unmodified (filters only).
+    pub fail_open: bool,
 }
 
 impl RoutePlugin {
-    fn filter(f: &FilterConfig, route: &str) -> Self {
+    fn filter(f: &FilterConfig, route: &str, defaults: &PluginLimits) -> Self {
         Self {
             plugin: f.plugin.get_ref().clone(),
             config_json: table_to_json(f.config.as_ref()).into(),
@@ -34,10 +38,12 @@ impl RoutePlugin {
             allow_hosts: f.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: f.buffer_body,
             canary: f.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
+            limits: CallLimits::from_config(&defaults.with(f.limits.as_ref())),
+            fail_open: f.fail == FailPolicy::Open,
         }
     }
 
-    fn handler(h: &HandlerConfig, route: &str) -> Self {
+    fn handler(h: &HandlerConfig, route: &str, defaults: &PluginLimits) -> Self {
         Self {
             plugin: h.plugin.get_ref().clone(),
             config_json: table_to_json(h.config.as_ref()).into(),
@@ -45,6 +51,8 @@ impl RoutePlugin {
             allow_hosts: h.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
             buffer_body: true,
             canary: h.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
+            limits: CallLimits::from_config(&defaults.with(h.limits.as_ref())),
+            fail_open: false,
         }
     }
 }
@@ -84,8 +92,6 @@ pub struct Runtime {
     pub plugins: PluginRegistry,
     /// Largest body buffered for a plugin.
     pub max_body_bytes: usize,
-    /// Caps on plugins' outbound calls.
-    pub outbound_limits: crate::outbound::OutboundLimits,
 }
 
 impl Runtime {
@@ -125,7 +131,11 @@ impl Runtime {
                         || anyhow::anyhow!("routes[{i}]: unknown upstream `{}`", name.get_ref()),
                     )?))
                 }
-                (None, Some(h)) => Target::Handler(RoutePlugin::handler(h, route.path.get_ref())),
+                (None, Some(h)) => Target::Handler(RoutePlugin::handler(
+                    h,
+                    route.path.get_ref(),
+                    &config.plugins.limits,
+                )),
                 (None, None) => anyhow::bail!("routes[{i}] has no target"),
             };
             routes.push(RouteEntry {
@@ -134,7 +144,7 @@ impl Runtime {
                 filters: route
                     .filters
                     .iter()
-                    .map(|f| RoutePlugin::filter(f, route.path.get_ref()))
+                    .map(|f| RoutePlugin::filter(f, route.path.get_ref(), &config.plugins.limits))
                     .collect(),
             });
         }
@@ -145,10 +155,6 @@ impl Runtime {
             engine,
             plugins,
             max_body_bytes: config.server.max_body_bytes,
-            outbound_limits: crate::outbound::OutboundLimits {
-                max_calls: config.plugins.limits.max_calls,
-                max_in_flight: config.plugins.limits.max_in_flight,
-            },
         })
     }
 }
