@@ -3,6 +3,7 @@
 mod config;
 mod ecommerce;
 mod hardening;
+mod hostile;
 mod orchestration;
 mod plugins;
 mod proxy;

@@ -20,7 +20,7 @@ use tessera::RunningGateway;
 use tessera::config::Config;
 
 /// Plugin crates the tests use, built for wasm32-wasip2.
-pub const PLUGIN_PACKAGES: [&str; 9] = [
+pub const PLUGIN_PACKAGES: [&str; 10] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
     "tessera-example-order-details",
@@ -30,6 +30,7 @@ pub const PLUGIN_PACKAGES: [&str; 9] = [
     "tessera-test-version-a",
     "tessera-test-version-b",
     "tessera-test-unknown-import",
+    "tessera-test-hostile",
 ];
 
 /// The workspace root.
@@ -91,6 +92,7 @@ pub fn plugins_section() -> String {
         ("order-history", "tessera-example-order-history"),
         ("test-filter", "tessera-test-filter"),
         ("test-handler", "tessera-test-handler"),
+        ("hostile", "tessera-test-hostile"),
     ] {
         s.push_str(&format!(
             "{name} = {:?}\n",

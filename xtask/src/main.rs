@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// Plugin crates built for wasm32-wasip2: the shipped ones and the tests' own.
-const PLUGINS: [&str; 9] = [
+const PLUGINS: [&str; 10] = [
     "tessera-plugin-headers",
     "tessera-example-hello",
     "tessera-example-order-details",
@@ -20,6 +20,7 @@ const PLUGINS: [&str; 9] = [
     "tessera-test-version-a",
     "tessera-test-version-b",
     "tessera-test-unknown-import",
+    "tessera-test-hostile",
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
