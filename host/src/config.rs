@@ -268,6 +268,31 @@ pub struct UpstreamConfig {
     /// Idle keep-alive connections kept per target. Default 32.
     #[serde(default = "default_pool_idle")]
     pub max_idle_per_target: usize,
+    /// Longest pause between two pieces of a proxied response body, in ms; past it the response
+    /// is cut off. Default 30000.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Extra attempts, on another target, for idempotent requests without a body whose
+    /// connection failed. Default 0 (no retries).
+    #[serde(default)]
+    pub retries: u32,
+    /// Connection failures or timeouts in a row that take a target out of rotation (0: never).
+    /// Default 3.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after_failures: u32,
+    /// How long a failing target stays out of rotation, in ms. Default 10000.
+    #[serde(default = "default_cooldown_ms")]
+    pub unhealthy_cooldown_ms: u64,
+}
+
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+fn default_cooldown_ms() -> u64 {
+    10_000
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -545,7 +570,10 @@ impl Validator<'_> {
                     return self.err(t.span().start, format!("{key}.targets"), m);
                 }
             }
-            if upstream.connect_timeout_ms == 0 || upstream.response_timeout_ms == 0 {
+            if upstream.connect_timeout_ms == 0
+                || upstream.response_timeout_ms == 0
+                || upstream.read_timeout_ms == 0
+            {
                 return self.err(usize::MAX, key, "timeouts must be at least 1 ms");
             }
         }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -34,10 +34,24 @@ pub fn parse_target(target: &str) -> Result<http::uri::Authority, String> {
 #[derive(Debug)]
 pub struct Upstream {
     name: String,
-    targets: Vec<http::uri::Authority>,
+    targets: Vec<Target>,
     next: AtomicUsize,
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
+    read_timeout: Duration,
+    retries: u32,
+    unhealthy_after: u32,
+    cooldown: Duration,
+    epoch: Instant,
+}
+
+/// One `host:port` of an upstream, with its passive health record.
+#[derive(Debug)]
+struct Target {
+    authority: http::uri::Authority,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since the upstream's epoch until which the target is out of rotation.
+    down_until_ms: AtomicU64,
 }
 
 impl Upstream {
@@ -46,7 +60,13 @@ impl Upstream {
         let targets = config
             .targets
             .iter()
-            .map(|t| parse_target(t.get_ref()))
+            .map(|t| {
+                parse_target(t.get_ref()).map(|authority| Target {
+                    authority,
+                    consecutive_failures: AtomicU32::new(0),
+                    down_until_ms: AtomicU64::new(0),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let client = pooled_client(
             Duration::from_millis(config.connect_timeout_ms),
@@ -58,6 +78,11 @@ impl Upstream {
             next: AtomicUsize::new(0),
             client,
             response_timeout: Duration::from_millis(config.response_timeout_ms),
+            read_timeout: Duration::from_millis(config.read_timeout_ms),
+            retries: config.retries,
+            unhealthy_after: config.unhealthy_after_failures,
+            cooldown: Duration::from_millis(config.unhealthy_cooldown_ms),
+            epoch: Instant::now(),
         })
     }
 
@@ -71,10 +96,49 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// The next target, round-robin.
-    fn pick(&self) -> &http::uri::Authority {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        &self.targets[i]
+    /// Longest pause allowed between two pieces of a response body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// Attempts after the first for idempotent requests without a body.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next target in rotation, round-robin, skipping targets that are out of rotation
+    /// unless all of them are.
+    fn pick(&self) -> &Target {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let n = self.targets.len();
+        (0..n)
+            .map(|k| &self.targets[(start + k) % n])
+            .find(|t| t.down_until_ms.load(Ordering::Relaxed) <= now)
+            .unwrap_or(&self.targets[start % n])
+    }
+
+    /// Records an exchange with `target`: failures in a row take it out of rotation for the
+    /// cooldown; any answer puts it back.
+    fn record(&self, target: &Target, ok: bool) {
+        if ok {
+            if target.consecutive_failures.swap(0, Ordering::Relaxed) >= self.unhealthy_after {
+                tracing::info!(upstream = %self.name, target = %target.authority, "target answered again; back in rotation");
+            }
+            target.down_until_ms.store(0, Ordering::Relaxed);
+            return;
+        }
+        let failures = target.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.unhealthy_after > 0 && failures >= self.unhealthy_after && self.targets.len() > 1 {
+            let until = self.now_ms() + self.cooldown.as_millis() as u64;
+            if target.down_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
+                tracing::warn!(upstream = %self.name, target = %target.authority, failures, cooldown = ?self.cooldown, "target out of rotation after failures in a row");
+            }
+        }
     }
 
     /// Sends `request` (its URI holds only path and query) to the next target and waits for the
@@ -84,8 +148,17 @@ impl Upstream {
         request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Body>, GatewayError> {
-        let target = self.pick().clone();
-        send_to(&self.client, &self.name, target, request, timeout).await
+        let target = self.pick();
+        let result = send_to(
+            &self.client,
+            &self.name,
+            target.authority.clone(),
+            request,
+            timeout,
+        )
+        .await;
+        self.record(target, result.is_ok());
+        result
     }
 }
 
@@ -233,7 +306,21 @@ pub fn add_forwarded(
     }
 }
 
-/// Proxies a request to `upstream`, streaming both bodies.
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
+}
+
+/// Proxies a request to `upstream`, streaming both bodies. Idempotent requests without a body
+/// are retried on another target when the connection fails, up to the upstream's `retries`.
 pub async fn proxy(
     upstream: &Upstream,
     mut request: Request<Body>,
@@ -247,9 +334,27 @@ pub async fn proxy(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::server::REQUEST_ID, v);
     }
-    let mut response = upstream.send(request, upstream.response_timeout()).await?;
-    strip_hop_by_hop(response.headers_mut());
-    Ok(response)
+    let replayable = upstream.retries() > 0
+        && idempotent(request.method())
+        && http_body::Body::is_end_stream(request.body());
+    let mut attempts_left = if replayable { upstream.retries() } else { 0 };
+    let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    let response = loop {
+        let this_body = body.take().unwrap_or_else(body::empty);
+        let attempt = Request::from_parts(parts.clone(), this_body);
+        match upstream.send(attempt, upstream.response_timeout()).await {
+            Err(GatewayError::UpstreamConnect { .. }) if attempts_left > 0 => {
+                attempts_left -= 1;
+                tracing::debug!(upstream = %upstream.name(), "connection failed; retrying an idempotent request");
+            }
+            other => break other?,
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = body::boxed(body::IdleTimeoutBody::new(body, upstream.read_timeout()));
+    Ok(Response::from_parts(parts, body))
 }
 
 #[cfg(test)]
