@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //! - `demo`: installs the wasm32-wasip2 target if missing, builds the plugins, runs the demo;
 //! - `test`: everything CI runs: fmt check, clippy, plugins, all tests;
+//! - `soak [seconds]`: normal traffic with 1 % hostile requests (default 60 s);
 //! - `bench`: the benchmarks (release build): per-request plugin cost (criterion, results in
 //!   `target/criterion`) and the order-details load test against a native aggregator.
 
@@ -31,8 +32,9 @@ fn main() -> anyhow::Result<()> {
         "demo" => demo(),
         "test" => test(),
         "bench" => bench(),
+        "soak" => soak(std::env::args().nth(2)),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench>");
+            eprintln!("usage: cargo xtask <demo|test|bench|soak [seconds]>");
             bail!("unknown task `{task}`")
         }
     }
@@ -199,4 +201,25 @@ fn bench() -> anyhow::Result<()> {
     ])
     .arg(&plugins);
     run(load)
+}
+
+fn soak(seconds: Option<String>) -> anyhow::Result<()> {
+    let plugins = build_plugins(Profile::Debug)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "tessera-tests",
+        "--test",
+        "soak",
+        "--",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env("TESSERA_PLUGIN_DIR", &plugins)
+    .env(
+        "TESSERA_SOAK_SECS",
+        seconds.unwrap_or_else(|| "60".to_owned()),
+    );
+    run(cmd)
 }
