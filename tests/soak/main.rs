@@ -111,7 +111,7 @@ async fn soak_with_one_percent_hostile_traffic() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                if seed % 100 == 0 {
+                if seed.is_multiple_of(100) {
                     let mode = HOSTILE[(seed / 100) as usize % HOSTILE.len()];
                     hostile_sent.fetch_add(1, Ordering::Relaxed);
                     let _ = fetch(&http, &format!("{base}/hostile/{mode}")).await;
