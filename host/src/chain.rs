@@ -368,7 +368,7 @@ pub fn request_to_plugin(parts: &http::request::Parts, body: Option<Vec<u8>>) ->
 }
 
 /// Applies a filter's rewritten request; returns the new body if the filter set one.
-fn apply_request(
+pub fn apply_request(
     parts: &mut http::request::Parts,
     rewritten: bindings::Request,
 ) -> Result<Option<Vec<u8>>, String> {
