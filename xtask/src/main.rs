@@ -117,7 +117,27 @@ fn demo() -> anyhow::Result<()> {
     run(cmd)
 }
 
+/// Installs rustfmt and clippy through rustup when they are missing.
+fn ensure_components() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .context("running rustup (rustfmt and clippy are installed through rustup)")?;
+    let list = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|c| !list.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["component", "add"]).args(&missing);
+    run(cmd)
+}
+
 fn test() -> anyhow::Result<()> {
+    ensure_components()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
