@@ -74,6 +74,15 @@ impl Canary {
         }
     }
 
+    /// Whether `other` sends the same share to the same plugin and judges it the same way.
+    pub fn same_settings(&self, other: &Canary) -> bool {
+        self.plugin == other.plugin
+            && self.route == other.route
+            && self.percent == other.percent
+            && self.window == other.window
+            && self.max_failures == other.max_failures
+    }
+
     /// Whether the canary was rolled back.
     pub fn rolled_back(&self) -> bool {
         self.rolled_back.load(Ordering::Relaxed)

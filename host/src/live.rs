@@ -116,6 +116,7 @@ impl Live {
             Arc::clone(&self.engine),
             Arc::clone(&current.upstreams),
             plugins,
+            Some(&current),
         );
         match runtime {
             Ok(runtime) => {
@@ -172,6 +173,7 @@ impl Live {
             Arc::clone(&self.engine),
             Arc::clone(&current.upstreams),
             current.plugins.with(Arc::clone(&plugin)),
+            Some(&current),
         )?;
         self.runtime.store(Arc::new(runtime));
         tracing::info!(plugin = %name, version = %plugin.version(), file = %path.display(), "plugin uploaded and serving");
@@ -215,6 +217,7 @@ impl Live {
             Arc::clone(&self.engine),
             Arc::clone(&current.upstreams),
             current.plugins.without(name),
+            Some(&current),
         )
         .map_err(DeleteError::Other)?;
         self.runtime.store(Arc::new(runtime));

@@ -104,15 +104,18 @@ impl Runtime {
     ) -> anyhow::Result<Self> {
         let upstreams = Arc::new(Upstreams::new(&config.upstreams).map_err(anyhow::Error::msg)?);
         let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
-        Self::assemble(config, engine, upstreams, plugins)
+        Self::assemble(config, engine, upstreams, plugins, previous)
     }
 
-    /// Puts a runtime together from parts already built.
+    /// Puts a runtime together from parts already built. Canaries whose settings and plugin
+    /// version did not change keep their record from `previous` (a rolled-back canary stays
+    /// rolled back across unrelated reloads).
     pub fn assemble(
         config: &Config,
         engine: Arc<PluginEngine>,
         upstreams: Arc<Upstreams>,
         plugins: PluginRegistry,
+        previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
         let mut builder = RouterBuilder::default();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -148,13 +151,49 @@ impl Runtime {
                     .collect(),
             });
         }
-        Ok(Self {
+        let mut runtime = Self {
             router: builder.build(),
             routes,
             upstreams,
             engine,
             plugins,
             max_body_bytes: config.server.max_body_bytes,
-        })
+        };
+        if let Some(previous) = previous {
+            runtime.keep_canaries(previous);
+        }
+        Ok(runtime)
+    }
+
+    fn keep_canaries(&mut self, previous: &Runtime) {
+        for (new, old) in self.routes.iter_mut().zip(&previous.routes) {
+            if new.pattern != old.pattern {
+                continue;
+            }
+            if let (Target::Handler(n), Target::Handler(o)) = (&mut new.target, &old.target) {
+                keep_canary(n, o, &self.plugins, &previous.plugins);
+            }
+            for (n, o) in new.filters.iter_mut().zip(&old.filters) {
+                keep_canary(n, o, &self.plugins, &previous.plugins);
+            }
+        }
+    }
+}
+
+fn keep_canary(
+    new: &mut RoutePlugin,
+    old: &RoutePlugin,
+    plugins: &PluginRegistry,
+    old_plugins: &PluginRegistry,
+) {
+    let (Some(n), Some(o)) = (&new.canary, &old.canary) else {
+        return;
+    };
+    let same_version = match (plugins.get(&n.plugin), old_plugins.get(&o.plugin)) {
+        (Some(a), Some(b)) => a.digest() == b.digest(),
+        _ => false,
+    };
+    if new.plugin == old.plugin && n.same_settings(o) && same_version {
+        new.canary = Some(Arc::clone(o));
     }
 }

@@ -573,5 +573,22 @@ async fn canary_gets_its_share_and_is_rolled_back_when_it_traps() {
             "traffic went to a rolled-back canary"
         );
     }
+    // An unrelated plugin change rebuilds the routing table; the rollback must stick.
+    let reply = admin(
+        &gw,
+        Method::PUT,
+        "/admin/plugins/unrelated",
+        Some(TOKEN),
+        version("b"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    for _ in 0..20 {
+        assert_eq!(
+            answered_by(&get(&gw, "/trap").await).as_deref(),
+            Some("a"),
+            "the rollback did not survive a reload"
+        );
+    }
     gw.shutdown().await;
 }
