@@ -116,6 +116,11 @@ impl PluginEngine {
         wasm.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `TESSERA_WASM_PROFILER=perfmap` writes /tmp/perf-<pid>.map so `perf` can name the
+        // functions of plugins in its reports.
+        if std::env::var("TESSERA_WASM_PROFILER").is_ok_and(|v| v == "perfmap") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)
             .map_err(anyhow::Error::from)
             .context("creating the wasm engine")?;
