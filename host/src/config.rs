@@ -4,7 +4,7 @@
 //! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
 //! relative to the file's directory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -806,12 +806,6 @@ pub fn table_to_json(table: Option<&toml::Table>) -> String {
         None => "{}".to_owned(),
         Some(t) => serde_json::to_string(t).unwrap_or_else(|_| "{}".to_owned()),
     }
-}
-
-/// Names that appear twice in a list, for messages.
-pub fn duplicates<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = HashSet::new();
-    names.into_iter().filter(|n| !seen.insert(*n)).collect()
 }
 
 #[cfg(test)]

@@ -14,10 +14,6 @@ use http_body_util::BodyExt;
 use tessera_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
 /// A raw upstream: reads a request head, then does `act` with the socket.
 async fn raw_upstream<F, Fut>(act: F) -> SocketAddr
 where

@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 use http::{Response, StatusCode};
 use tessera_tests::*;
 
-/// Resident memory of this process, in MiB.
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
 /// The test plugins get 2 s per call (see the harness); answers must come within this.
 const DEADLINE_WITH_MARGIN: Duration = Duration::from_millis(3000);
 
