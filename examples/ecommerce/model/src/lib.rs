@@ -157,6 +157,30 @@ impl Errors {
         }
     }
 
+    /// Takes the product answers for `ids`, in order: summaries by id for those that came, and an
+    /// entry (`product:<id>`) for each that did not.
+    pub fn products(
+        &mut self,
+        ids: &[u64],
+        results: impl IntoIterator<Item = Result<Response, HttpError>>,
+    ) -> HashMap<u64, Value> {
+        let mut results = results.into_iter();
+        let mut products = HashMap::new();
+        for id in ids {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err(HttpError::InvalidRequest("missing result".into())));
+            let product = self.part(
+                &format!("product:{id}"),
+                json_of(result).map(|p| product_summary(&p)),
+            );
+            if !product.is_null() {
+                products.insert(*id, product);
+            }
+        }
+        products
+    }
+
     /// The entries, for the answer.
     pub fn into_json(self) -> Value {
         Value::Array(self.0)

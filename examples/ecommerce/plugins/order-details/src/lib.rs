@@ -13,12 +13,8 @@
 //! service failing: 200 with that part `null` and an entry in `errors` (`{"part": "store",
 //! "error": "…"}`; products are named `product:<id>`).
 
-use std::collections::HashMap;
-
 use serde_json::json;
-use tessera_ecommerce_model::{
-    Errors, Missing, Order, json_of, product_summary, public_user, store_summary,
-};
+use tessera_ecommerce_model::{Errors, Missing, Order, json_of, public_user, store_summary};
 use tessera_sdk::{Error, Handler, Request, Response, context, http};
 
 /// The handler.
@@ -61,16 +57,7 @@ impl Handler for OrderDetails {
         let mut errors = Errors::default();
         let user = errors.part("user", next(&mut results).map(|u| public_user(&u)));
         let store = errors.part("store", next(&mut results).map(|s| store_summary(&s)));
-        let mut products = HashMap::new();
-        for product_id in product_ids {
-            let product = errors.part(
-                &format!("product:{product_id}"),
-                next(&mut results).map(|p| product_summary(&p)),
-            );
-            if !product.is_null() {
-                products.insert(product_id, product);
-            }
-        }
+        let products = errors.products(&product_ids, results);
         Response::json(
             200,
             &json!({

@@ -11,10 +11,8 @@
 //! Orders service failing: 502. User or product service failing: 200 with `null` parts and
 //! `errors` entries, as in order-details.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
-use tessera_ecommerce_model::{Errors, Missing, Order, json_of, product_summary, public_user};
+use tessera_ecommerce_model::{Errors, Missing, Order, json_of, public_user};
 use tessera_sdk::{Error, Handler, Request, Response, context, http};
 
 /// Default and largest `limit`.
@@ -80,16 +78,7 @@ impl Handler for OrderHistory {
                 .iter()
                 .map(|p| http::get(format!("http://products/products/{p}"))),
         );
-        let mut products = HashMap::new();
-        for (product_id, result) in product_ids.iter().zip(results) {
-            let product = errors.part(
-                &format!("product:{product_id}"),
-                json_of(result).map(|p| product_summary(&p)),
-            );
-            if !product.is_null() {
-                products.insert(*product_id, product);
-            }
-        }
+        let products = errors.products(&product_ids, results);
         let orders: Vec<Value> = orders.iter().map(|o| o.to_json(&products)).collect();
         Response::json(
             200,
