@@ -183,17 +183,7 @@ fn plugins(live: &Live) -> Value {
         .plugins
         .iter()
         .map(|p| {
-            let routes: Vec<&str> = config
-                .routes
-                .iter()
-                .filter(|r| {
-                    r.handler
-                        .as_ref()
-                        .is_some_and(|h| h.plugin.get_ref() == p.name())
-                        || r.filters.iter().any(|f| f.plugin.get_ref() == p.name())
-                })
-                .map(|r| r.path.get_ref().as_str())
-                .collect();
+            let routes = config.routes_using(p.name());
             json!({
                 "name": p.name(),
                 "version": p.version(),

@@ -134,7 +134,7 @@ async fn instantiate(
         .get(name)
         .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("plugin `{name}` is not loaded")))?;
     let call = CallContext {
-        plugin: format!("{}@{}", plugin.name(), plugin.version()).into(),
+        plugin: Arc::clone(plugin.label()),
         config_json: Arc::clone(&use_.config_json),
         request_id: Arc::clone(&info.request_id),
         route: Arc::clone(&route.pattern),
@@ -346,11 +346,7 @@ async fn read_request_body(body: Body, limit: usize) -> Result<Bytes, GatewayErr
 fn invalid_output(instance: &PluginInstance, message: String) -> GatewayError {
     instance.plugin().count_error();
     GatewayError::Plugin {
-        plugin: format!(
-            "{}@{}",
-            instance.plugin().name(),
-            instance.plugin().version()
-        ),
+        plugin: instance.plugin().label().to_string(),
         kind: PluginFailure::InvalidOutput,
         source: anyhow::anyhow!(message),
     }

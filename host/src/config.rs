@@ -403,6 +403,74 @@ pub struct FilterConfig {
     pub fail: FailPolicy,
 }
 
+/// The fields handler and filter entries share, borrowed: what validation, the routing table
+/// and the admin API need from either.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginEntry<'a> {
+    /// Plugin name.
+    pub plugin: &'a Spanned<String>,
+    /// Free-form config for the plugin.
+    pub config: Option<&'a toml::Table>,
+    /// Upstreams the plugin may call.
+    pub upstreams: &'a [Spanned<String>],
+    /// Other hosts the plugin may call.
+    pub allow_hosts: &'a [Spanned<String>],
+    /// The entry's canary, if any.
+    pub canary: Option<&'a CanaryConfig>,
+    /// Overrides of `[plugins.limits]`.
+    pub limits: Option<&'a EntryLimits>,
+}
+
+impl HandlerConfig {
+    /// The fields this entry shares with filter entries.
+    pub fn entry(&self) -> PluginEntry<'_> {
+        PluginEntry {
+            plugin: &self.plugin,
+            config: self.config.as_ref(),
+            upstreams: &self.upstreams,
+            allow_hosts: &self.allow_hosts,
+            canary: self.canary.as_ref(),
+            limits: self.limits.as_ref(),
+        }
+    }
+}
+
+impl FilterConfig {
+    /// The fields this entry shares with handler entries.
+    pub fn entry(&self) -> PluginEntry<'_> {
+        PluginEntry {
+            plugin: &self.plugin,
+            config: self.config.as_ref(),
+            upstreams: &self.upstreams,
+            allow_hosts: &self.allow_hosts,
+            canary: self.canary.as_ref(),
+            limits: self.limits.as_ref(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The route's plugin entries (handler first, then filters in order), each with its use and
+    /// its key below the route (`handler`, `filters[0]`, ...).
+    pub fn plugin_entries(&self) -> Vec<(PluginEntry<'_>, PluginUse, String)> {
+        let mut entries = Vec::with_capacity(self.filters.len() + 1);
+        if let Some(h) = &self.handler {
+            entries.push((h.entry(), PluginUse::Handler, "handler".to_owned()));
+        }
+        for (j, f) in self.filters.iter().enumerate() {
+            entries.push((f.entry(), PluginUse::Filter, format!("filters[{j}]")));
+        }
+        entries
+    }
+
+    /// Whether an entry of this route runs plugin `name`, as its plugin or as its canary.
+    pub fn uses_plugin(&self, name: &str) -> bool {
+        self.plugin_entries().iter().any(|(e, _, _)| {
+            e.plugin.get_ref() == name || e.canary.is_some_and(|c| c.plugin.get_ref() == name)
+        })
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -438,20 +506,23 @@ impl Config {
     pub fn plugin_uses(&self) -> Vec<(&str, PluginUse)> {
         let mut uses = Vec::new();
         for route in &self.routes {
-            if let Some(h) = &route.handler {
-                uses.push((h.plugin.get_ref().as_str(), PluginUse::Handler));
-                if let Some(c) = &h.canary {
-                    uses.push((c.plugin.get_ref().as_str(), PluginUse::Handler));
-                }
-            }
-            for f in &route.filters {
-                uses.push((f.plugin.get_ref().as_str(), PluginUse::Filter));
-                if let Some(c) = &f.canary {
-                    uses.push((c.plugin.get_ref().as_str(), PluginUse::Filter));
+            for (entry, usage, _) in route.plugin_entries() {
+                uses.push((entry.plugin.get_ref().as_str(), usage));
+                if let Some(c) = entry.canary {
+                    uses.push((c.plugin.get_ref().as_str(), usage));
                 }
             }
         }
         uses
+    }
+
+    /// Path patterns of the routes that run plugin `name` (as plugin or canary).
+    pub fn routes_using(&self, name: &str) -> Vec<&str> {
+        self.routes
+            .iter()
+            .filter(|r| r.uses_plugin(name))
+            .map(|r| r.path.get_ref().as_str())
+            .collect()
     }
 }
 
@@ -612,40 +683,10 @@ impl Validator<'_> {
                     return self.err(route.path.span().start, key, "needs a target: `upstream = \"name\"` or `handler = { plugin = \"name\" }`");
                 }
                 (Some(u), None) => self.check_upstream(config, u, format!("{key}.upstream"))?,
-                (None, Some(h)) => {
-                    self.check_plugin(config, &h.plugin, format!("{key}.handler.plugin"))?;
-                    for u in &h.upstreams {
-                        self.check_upstream(config, u, format!("{key}.handler.upstreams"))?;
-                    }
-                    for a in &h.allow_hosts {
-                        self.check_host(a, format!("{key}.handler.allow_hosts"))?;
-                    }
-                    if let Some(c) = &h.canary {
-                        self.check_canary(config, c, format!("{key}.handler.canary"))?;
-                    }
-                    self.check_entry_limits(
-                        config,
-                        h.limits.as_ref(),
-                        format!("{key}.handler.limits"),
-                    )?;
-                }
+                (None, Some(_)) => {}
             }
-            for (j, f) in route.filters.iter().enumerate() {
-                self.check_plugin(config, &f.plugin, format!("{key}.filters[{j}].plugin"))?;
-                for u in &f.upstreams {
-                    self.check_upstream(config, u, format!("{key}.filters[{j}].upstreams"))?;
-                }
-                for a in &f.allow_hosts {
-                    self.check_host(a, format!("{key}.filters[{j}].allow_hosts"))?;
-                }
-                if let Some(c) = &f.canary {
-                    self.check_canary(config, c, format!("{key}.filters[{j}].canary"))?;
-                }
-                self.check_entry_limits(
-                    config,
-                    f.limits.as_ref(),
-                    format!("{key}.filters[{j}].limits"),
-                )?;
+            for (entry, _, at) in route.plugin_entries() {
+                self.check_entry(config, entry, format!("{key}.{at}"))?;
             }
         }
         Ok(())
@@ -670,6 +711,25 @@ impl Validator<'_> {
                 list_or_none(&known)
             ),
         )
+    }
+
+    fn check_entry(
+        &self,
+        config: &Config,
+        entry: PluginEntry<'_>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        self.check_plugin(config, entry.plugin, format!("{key}.plugin"))?;
+        for u in entry.upstreams {
+            self.check_upstream(config, u, format!("{key}.upstreams"))?;
+        }
+        for a in entry.allow_hosts {
+            self.check_host(a, format!("{key}.allow_hosts"))?;
+        }
+        if let Some(c) = entry.canary {
+            self.check_canary(config, c, format!("{key}.canary"))?;
+        }
+        self.check_entry_limits(config, entry.limits, format!("{key}.limits"))
     }
 
     fn check_entry_limits(

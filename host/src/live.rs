@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, PluginUse};
+use crate::config::Config;
 use crate::plugin::{LoadedPlugin, PluginEngine};
 use crate::routes::Runtime;
 
@@ -156,16 +156,7 @@ impl Live {
                 .load(name, bytes.clone(), cache_dir.as_deref())
                 .await?,
         );
-        for (used, usage) in config.plugin_uses() {
-            if used == name && !plugin.supports(usage) {
-                let world = if usage == PluginUse::Filter {
-                    "filter"
-                } else {
-                    "handler"
-                };
-                bail!("routes use `{name}` as a {world}, and this component is not one");
-            }
-        }
+        plugin.fits(&config.plugin_uses())?;
         write_atomically(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         let current = self.runtime();
         let runtime = Runtime::assemble(
@@ -189,15 +180,9 @@ impl Live {
             return Err(DeleteError::NotFound);
         }
         let users: Vec<String> = config
-            .routes
-            .iter()
-            .filter(|r| {
-                r.handler
-                    .as_ref()
-                    .is_some_and(|h| h.plugin.get_ref() == name)
-                    || r.filters.iter().any(|f| f.plugin.get_ref() == name)
-            })
-            .map(|r| r.path.get_ref().clone())
+            .routes_using(name)
+            .into_iter()
+            .map(str::to_owned)
             .collect();
         if !users.is_empty() {
             return Err(DeleteError::InUse(users));
@@ -272,7 +257,7 @@ fn diff(old: &Runtime, new: &Runtime) -> Vec<String> {
     for p in new.plugins.iter() {
         match old.plugins.get(p.name()) {
             Some(o) if o.digest() == p.digest() => {}
-            _ => changed.push(format!("{}@{}", p.name(), p.version())),
+            _ => changed.push(p.label().to_string()),
         }
     }
     for p in old.plugins.iter() {
@@ -294,27 +279,11 @@ fn plugin_path(config: &Config, name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Every file the plugin set depends on: the directory listing and explicit files.
+/// Every plugin file the config names; an unreadable directory counts as empty (the reload
+/// that follows reports it).
 fn plugin_files(config: &Config) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = config
-        .plugins
-        .files
-        .values()
-        .map(|p| config.resolve(p))
-        .collect();
-    if let Some(dir) = &config.plugins.directory {
-        let dir = config.resolve(dir);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            files.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "wasm")),
-            );
-        }
-    }
-    files.sort();
-    files
+    crate::plugin::PluginRegistry::files(config)
+        .map_or_else(|_| Vec::new(), |f| f.into_values().collect())
 }
 
 type Signature = BTreeMap<PathBuf, Option<(u64, SystemTime)>>;

@@ -202,6 +202,7 @@ impl PluginEngine {
         }
         Ok(LoadedPlugin {
             name: name.to_owned(),
+            label: format!("{name}@{version}").into(),
             version,
             digest: digest.into(),
             loaded_at: SystemTime::now(),
@@ -322,6 +323,8 @@ fn hex(bytes: &[u8]) -> String {
 pub struct LoadedPlugin {
     name: String,
     version: String,
+    /// `name@version`, for logs and errors.
+    label: Arc<str>,
     digest: [u8; 32],
     loaded_at: SystemTime,
     requests: std::sync::atomic::AtomicU64,
@@ -378,6 +381,16 @@ impl LoadedPlugin {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// Checks this component against every route use of its name (from `Config::plugin_uses`).
+    pub fn fits(&self, uses: &[(&str, PluginUse)]) -> anyhow::Result<()> {
+        for (used, usage) in uses {
+            if *used == self.name && !self.supports(*usage) {
+                bail!("{}", wrong_world(&self.name, *usage));
+            }
+        }
+        Ok(())
+    }
+
     /// The worlds this component implements.
     pub fn worlds(&self) -> Vec<&'static str> {
         let mut worlds = Vec::new();
@@ -398,8 +411,9 @@ impl LoadedPlugin {
         }
     }
 
-    fn label(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+    /// `name@version`, as logs and errors name this version.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 }
 
@@ -443,7 +457,20 @@ impl PluginRegistry {
     /// The plugin files a config names: `<name>.wasm` in `plugins.directory`, then
     /// `plugins.files` (which win on a name clash).
     pub fn files(config: &crate::config::Config) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+        let (files, skipped) = Self::scan(config)?;
+        for path in skipped {
+            tracing::warn!(file = %path.display(), "skipping a plugin file whose name is not a valid plugin name");
+        }
+        Ok(files)
+    }
+
+    /// Like [`PluginRegistry::files`], quietly: also returns the `.wasm` files skipped for their
+    /// names. The file watcher calls this on every poll.
+    pub fn scan(
+        config: &crate::config::Config,
+    ) -> anyhow::Result<(BTreeMap<String, PathBuf>, Vec<PathBuf>)> {
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut skipped = Vec::new();
         if let Some(dir) = &config.plugins.directory {
             let dir = config.resolve(dir);
             let entries = std::fs::read_dir(&dir)
@@ -456,7 +483,7 @@ impl PluginRegistry {
                     if crate::config::valid_name(stem) {
                         files.insert(stem.to_owned(), path.clone());
                     } else {
-                        tracing::warn!(file = %path.display(), "skipping a plugin file whose name is not a valid plugin name");
+                        skipped.push(path);
                     }
                 }
             }
@@ -464,7 +491,7 @@ impl PluginRegistry {
         for (name, path) in &config.plugins.files {
             files.insert(name.clone(), config.resolve(path));
         }
-        Ok(files)
+        Ok((files, skipped))
     }
 
     /// Loads every plugin the config names and checks each route's use of them; any failure is
@@ -505,14 +532,7 @@ impl PluginRegistry {
         let mut plugins = BTreeMap::new();
         for (name, path) in &files {
             let loaded = load_file(engine, name, path, cache_dir.as_deref(), Some(self)).await;
-            let checked = loaded.and_then(|p| {
-                for (used, usage) in &uses {
-                    if *used == name.as_str() && !p.supports(*usage) {
-                        bail!("{}", wrong_world(name, *usage));
-                    }
-                }
-                Ok(p)
-            });
+            let checked = loaded.and_then(|p| p.fits(&uses).map(|()| p));
             match checked {
                 Ok(p) => {
                     plugins.insert(name.clone(), p);
@@ -945,7 +965,7 @@ fn is_pool_exhausted(text: &str) -> bool {
 fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
     plugin.errors.fetch_add(1, Ordering::Relaxed);
     GatewayError::Plugin {
-        plugin: plugin.label(),
+        plugin: plugin.label().to_string(),
         kind,
         source,
     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use crate::canary::Canary;
-use crate::config::{Config, FailPolicy, FilterConfig, HandlerConfig, PluginLimits, table_to_json};
+use crate::config::{
+    Config, FailPolicy, FilterConfig, HandlerConfig, PluginEntry, PluginLimits, table_to_json,
+};
 use crate::plugin::{CallLimits, PluginEngine, PluginRegistry};
 use crate::router::{Router, RouterBuilder};
 use crate::upstream::{Upstream, Upstreams};
@@ -30,30 +32,46 @@ pub struct RoutePlugin {
 }
 
 impl RoutePlugin {
-    fn filter(f: &FilterConfig, route: &str, defaults: &PluginLimits) -> Self {
+    fn new(
+        entry: PluginEntry<'_>,
+        route: &str,
+        defaults: &PluginLimits,
+        buffer_body: bool,
+        fail_open: bool,
+    ) -> Self {
         Self {
-            plugin: f.plugin.get_ref().clone(),
-            config_json: table_to_json(f.config.as_ref()).into(),
-            upstreams: f.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
-            allow_hosts: f.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
-            buffer_body: f.buffer_body,
-            canary: f.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
-            limits: CallLimits::from_config(&defaults.with(f.limits.as_ref())),
-            fail_open: f.fail == FailPolicy::Open,
+            plugin: entry.plugin.get_ref().clone(),
+            config_json: table_to_json(entry.config).into(),
+            upstreams: entry
+                .upstreams
+                .iter()
+                .map(|u| u.get_ref().clone())
+                .collect(),
+            allow_hosts: entry
+                .allow_hosts
+                .iter()
+                .map(|u| u.get_ref().clone())
+                .collect(),
+            buffer_body,
+            canary: entry.canary.map(|c| Arc::new(Canary::new(c, route))),
+            limits: CallLimits::from_config(&defaults.with(entry.limits)),
+            fail_open,
         }
     }
 
+    fn filter(f: &FilterConfig, route: &str, defaults: &PluginLimits) -> Self {
+        Self::new(
+            f.entry(),
+            route,
+            defaults,
+            f.buffer_body,
+            f.fail == FailPolicy::Open,
+        )
+    }
+
     fn handler(h: &HandlerConfig, route: &str, defaults: &PluginLimits) -> Self {
-        Self {
-            plugin: h.plugin.get_ref().clone(),
-            config_json: table_to_json(h.config.as_ref()).into(),
-            upstreams: h.upstreams.iter().map(|u| u.get_ref().clone()).collect(),
-            allow_hosts: h.allow_hosts.iter().map(|u| u.get_ref().clone()).collect(),
-            buffer_body: true,
-            canary: h.canary.as_ref().map(|c| Arc::new(Canary::new(c, route))),
-            limits: CallLimits::from_config(&defaults.with(h.limits.as_ref())),
-            fail_open: false,
-        }
+        // Handlers always get the request body.
+        Self::new(h.entry(), route, defaults, true, false)
     }
 }
 

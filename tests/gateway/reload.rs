@@ -573,6 +573,16 @@ async fn canary_gets_its_share_and_is_rolled_back_when_it_traps() {
             "traffic went to a rolled-back canary"
         );
     }
+    // A plugin a route runs as its canary counts as in use.
+    let reply = admin(
+        &gw,
+        Method::DELETE,
+        "/admin/plugins/next",
+        Some(TOKEN),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
     // An unrelated plugin change rebuilds the routing table; the rollback must stick.
     let reply = admin(
         &gw,
