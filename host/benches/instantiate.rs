@@ -39,6 +39,7 @@ fn call_context() -> CallContext {
             max_in_flight: 16,
         },
         max_body_bytes: 1 << 20,
+        max_header_bytes: 64 << 10,
     }
 }
 

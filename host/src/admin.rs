@@ -8,36 +8,46 @@
 //! | `POST /admin/reload` | reloads the config file |
 //! | `GET /admin/health` | liveness |
 //! | `GET /admin/ready` | config and plugins loaded |
+//!
+//! The listener has the gateway listener's header limits and header read timeout, its own
+//! connection cap (`admin.max_connections`), and a body read timeout; an upload's name and
+//! declared size are checked before its body is read. A known path asked with another method is
+//! a 405 with `Allow`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::body::{self, Body};
+use crate::config::ServerConfig;
 use crate::live::{DeleteError, Live};
 
 /// Largest component the admin API accepts.
 const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 
-/// Serves the admin API until `shutdown` turns true.
+/// Serves the admin API until `shutdown` turns true. `server` supplies the header limits and
+/// timeouts; `max_connections` caps connections (more are closed at once).
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     token: String,
+    server: ServerConfig,
+    max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let token: Arc<str> = token.into();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = crate::server::connection_builder(&server);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -45,16 +55,23 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!("admin connection cap reached; closing a new connection");
+            drop(stream);
+            continue;
         };
         let live = Arc::clone(&live);
         let token = Arc::clone(&token);
         let service = service_fn(move |req: Request<Incoming>| {
             let live = Arc::clone(&live);
             let token = Arc::clone(&token);
+            let req =
+                req.map(|b| body::boxed(body::IdleTimeoutBody::new(body::boxed(b), body_timeout)));
             async move { Ok::<_, Infallible>(handle(&live, &token, req).await) }
         });
         let connection = builder
@@ -62,6 +79,7 @@ pub async fn serve(
             .into_owned();
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(permit);
         });
     }
 }
@@ -71,15 +89,40 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+/// `authorization: Bearer <token>`; the scheme name is case-insensitive (RFC 9110 §11.1).
+fn authorized(req: &Request<Body>, token: &str) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("bearer") && same(given.trim().as_bytes(), token.as_bytes())
+        })
 }
 
-async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Body> {
+/// The methods each admin path answers, for 405 and `Allow`.
+fn allowed(path: &str) -> Option<&'static [Method]> {
+    match path {
+        "/admin/health" | "/admin/ready" | "/admin/plugins" => Some(&[Method::GET]),
+        "/admin/reload" => Some(&[Method::POST]),
+        p if p.starts_with("/admin/plugins/") => Some(&[Method::PUT, Method::DELETE]),
+        _ => None,
+    }
+}
+
+fn method_not_allowed(allow: &[Method]) -> Response<Body> {
+    let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    let mut r = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({ "error": format!("use {}", list.join(" or ")) }),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&list.join(", ")) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+async fn handle(live: &Live, token: &str, req: Request<Body>) -> Response<Body> {
     if !authorized(&req, token) {
         let mut r = json_response(
             StatusCode::UNAUTHORIZED,
@@ -93,6 +136,16 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    match allowed(&path) {
+        None => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "no such admin endpoint" }),
+            );
+        }
+        Some(methods) if !methods.contains(&method) => return method_not_allowed(methods),
+        Some(_) => {}
+    }
     match (method, path.as_str()) {
         (Method::GET, "/admin/health") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
         (Method::GET, "/admin/ready") => {
@@ -117,15 +170,25 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
             let name = p.trim_start_matches("/admin/plugins/").to_owned();
             match method {
                 Method::PUT => {
-                    let bytes = match body::collect(body::boxed(req.into_body()), MAX_UPLOAD).await
-                    {
+                    // Name and declared size first: a bad upload is refused before its body
+                    // is read.
+                    if !crate::config::valid_name(&name) {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            &json!({ "error": format!("`{name}` is not a plugin name: use letters, digits, '-' and '_'") }),
+                        );
+                    }
+                    let declared = req
+                        .headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if declared.is_some_and(|n| n > MAX_UPLOAD as u64) {
+                        return upload_too_large();
+                    }
+                    let bytes = match body::collect(req.into_body(), MAX_UPLOAD).await {
                         Ok(b) => b,
-                        Err(body::CollectError::TooLarge) => {
-                            return json_response(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                &json!({ "error": format!("components are limited to {MAX_UPLOAD} bytes") }),
-                            );
-                        }
+                        Err(body::CollectError::TooLarge) => return upload_too_large(),
                         Err(body::CollectError::Stream(e)) => {
                             return json_response(
                                 StatusCode::BAD_REQUEST,
@@ -163,10 +226,7 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
                         &json!({ "error": format!("{e:#}") }),
                     ),
                 },
-                _ => json_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({ "error": "use PUT or DELETE" }),
-                ),
+                _ => method_not_allowed(&[Method::PUT, Method::DELETE]),
             }
         }
         _ => json_response(
@@ -174,6 +234,13 @@ async fn handle(live: &Live, token: &str, req: Request<Incoming>) -> Response<Bo
             &json!({ "error": "no such admin endpoint" }),
         ),
     }
+}
+
+fn upload_too_large() -> Response<Body> {
+    json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &json!({ "error": format!("components are limited to {MAX_UPLOAD} bytes") }),
+    )
 }
 
 fn plugins(live: &Live) -> Value {

@@ -64,6 +64,46 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, CollectError
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
+/// What went wrong with a client's request body, recorded where the body is read, so the client
+/// is told the cause (413, 408) whatever failure it caused further on (an upstream exchange cut
+/// short, a plugin call never made).
+#[derive(Debug, Default)]
+pub struct BodyFault(std::sync::atomic::AtomicU8);
+
+/// The kinds of [`BodyFault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFaultKind {
+    /// More bytes than the limit.
+    TooLarge,
+    /// The client stopped sending for longer than the timeout.
+    Timeout,
+}
+
+impl BodyFault {
+    /// Records `kind` (the first fault recorded stays).
+    pub fn set(&self, kind: BodyFaultKind) {
+        let code = match kind {
+            BodyFaultKind::TooLarge => 1,
+            BodyFaultKind::Timeout => 2,
+        };
+        let _ = self.0.compare_exchange(
+            0,
+            code,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The fault recorded, if any.
+    pub fn get(&self) -> Option<BodyFaultKind> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(BodyFaultKind::TooLarge),
+            2 => Some(BodyFaultKind::Timeout),
+            _ => None,
+        }
+    }
+}
+
 /// The error a [`CappedBody`] yields once it passes its limit.
 #[derive(Debug)]
 pub struct BodyLimitExceeded(pub u64);
@@ -76,13 +116,13 @@ impl std::fmt::Display for BodyLimitExceeded {
 
 impl std::error::Error for BodyLimitExceeded {}
 
-/// A body that fails once more than `limit` bytes went through, and says so in `tripped`.
+/// A body that fails once more than `limit` bytes went through, and records that in `fault`.
 /// Used on every incoming request so the cap also holds while streaming to an upstream.
 pub struct CappedBody {
     inner: Body,
     remaining: u64,
     limit: u64,
-    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fault: std::sync::Arc<BodyFault>,
 }
 
 impl std::fmt::Debug for CappedBody {
@@ -96,16 +136,12 @@ impl std::fmt::Debug for CappedBody {
 
 impl CappedBody {
     /// Wraps `inner`.
-    pub fn new(
-        inner: Body,
-        limit: u64,
-        tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> Self {
+    pub fn new(inner: Body, limit: u64, fault: std::sync::Arc<BodyFault>) -> Self {
         Self {
             inner,
             remaining: limit,
             limit,
-            tripped,
+            fault,
         }
     }
 }
@@ -124,8 +160,7 @@ impl http_body::Body for CappedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.tripped
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.fault.set(BodyFaultKind::TooLarge);
                         return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(self.limit)))));
                     }
                     self.remaining -= len;
@@ -157,11 +192,16 @@ impl std::fmt::Display for BodyIdleTimeout {
 
 impl std::error::Error for BodyIdleTimeout {}
 
-/// A body that fails when no frame arrives for `timeout` (a stalled upstream).
+/// A body that fails when no frame arrives for `timeout`: a stalled upstream, or a client that
+/// stopped sending its request body (then the fault is recorded for the 408).
 pub struct IdleTimeoutBody {
     inner: Body,
     timeout: std::time::Duration,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    fault: Option<std::sync::Arc<BodyFault>>,
+    /// The clock starts at the first read, not when the body is created: a request body may
+    /// wait for filters or a connection before anyone reads it.
+    polled: bool,
 }
 
 impl IdleTimeoutBody {
@@ -171,7 +211,15 @@ impl IdleTimeoutBody {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            fault: None,
+            polled: false,
         }
+    }
+
+    /// Records a timeout in `fault` as well as failing the stream.
+    pub fn recording(mut self, fault: std::sync::Arc<BodyFault>) -> Self {
+        self.fault = Some(fault);
+        self
     }
 }
 
@@ -194,6 +242,11 @@ impl http_body::Body for IdleTimeoutBody {
         use std::future::Future;
         use std::task::Poll;
         let this = &mut *self;
+        if !this.polled {
+            this.polled = true;
+            let deadline = tokio::time::Instant::now() + this.timeout;
+            this.sleep.as_mut().reset(deadline);
+        }
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 let deadline = tokio::time::Instant::now() + this.timeout;
@@ -201,7 +254,12 @@ impl http_body::Body for IdleTimeoutBody {
                 Poll::Ready(frame)
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(this.timeout))))),
+                Poll::Ready(()) => {
+                    if let Some(fault) = &this.fault {
+                        fault.set(BodyFaultKind::Timeout);
+                    }
+                    Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(this.timeout)))))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

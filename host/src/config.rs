@@ -99,6 +99,63 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// HTTP/2 streams per connection. Default 100.
     pub http2_max_streams: u32,
+    /// Longest pause between two pieces of a request body, on every route (proxied bodies too),
+    /// in ms; past it, 408 and the connection is closed. Like nginx's `client_body_timeout`.
+    /// Default 10000.
+    pub body_read_timeout_ms: u64,
+    /// Total time a client has to send a body the gateway buffers for a plugin (a handler, or a
+    /// filter with `buffer_body`), in ms; past it, 408. Default 30000.
+    pub body_buffer_timeout_ms: u64,
+    /// Requests of one connection (HTTP/2 streams) that may hold plugin instances at once;
+    /// beyond it, 429 with `retry-after`. 0 turns the cap off. Default 32.
+    pub max_plugin_requests_per_connection: u32,
+    /// Requests of one client address that may hold plugin instances at once; beyond it, 429
+    /// with `retry-after`. The address is the forwarded one when the peer is a trusted proxy.
+    /// 0 turns the cap off. Default 0 (off: behind a load balancer that is not listed in
+    /// `trusted_proxies`, every client would share the balancer's address).
+    pub max_plugin_requests_per_client: u32,
+    /// Peers (`ip` or `ip/prefix`) whose forwarded headers (`x-forwarded-*`, `forwarded`,
+    /// `x-real-ip`) and `x-request-id` are believed. From other peers those headers are replaced.
+    /// Default: none.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Whose `x-request-id` is kept (always validated): `trusted` (from `trusted_proxies` only),
+    /// `always`, or `never`. Default `trusted`.
+    pub accept_request_id: AcceptRequestId,
+    /// Remove dot segments (`.`, `..`, also percent-encoded) from the path before routing, as
+    /// RFC 3986 §5.2.4 does; the upstream gets the normalised path. Default true.
+    pub normalize_path: bool,
+    /// Merge runs of slashes in the path (`//a///b` → `/a/b`) before routing. Default true.
+    pub merge_slashes: bool,
+    /// What an encoded slash or backslash (`%2F`, `%5C`) or a raw backslash in the path does:
+    /// `reject` (400), `keep` (forwarded as sent; never decoded into a path parameter), or
+    /// `decode` (turned into `/` before normalising and routing). Default `reject`.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// `server.accept_request_id`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptRequestId {
+    /// Only from peers in `trusted_proxies`.
+    #[default]
+    Trusted,
+    /// From any client.
+    Always,
+    /// Never: every request gets a new id.
+    Never,
+}
+
+/// `server.escaped_slashes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// 400.
+    #[default]
+    Reject,
+    /// Forwarded unchanged; path parameters keep them encoded.
+    Keep,
+    /// Decoded to `/` before normalising and routing.
+    Decode,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +171,15 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             header_read_timeout_ms: 10_000,
             http2_max_streams: 100,
+            body_read_timeout_ms: 10_000,
+            body_buffer_timeout_ms: 30_000,
+            max_plugin_requests_per_connection: 32,
+            max_plugin_requests_per_client: 0,
+            trusted_proxies: Vec::new(),
+            accept_request_id: AcceptRequestId::Trusted,
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
         }
     }
 }
@@ -129,6 +195,14 @@ pub struct AdminConfig {
     /// variable, when set, takes its place.
     #[serde(default)]
     pub token: Option<String>,
+    /// Connections the admin listener serves at once; more are closed at once. It also applies
+    /// `[server]`'s header limits and header read timeout. Default 64.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+}
+
+fn default_admin_connections() -> usize {
+    64
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -194,6 +268,11 @@ pub struct PluginLimits {
     pub max_output_bytes: usize,
     /// Header fields a plugin may return. Default 200.
     pub max_output_headers: usize,
+    /// Log lines (log calls and stdout/stderr lines) one plugin instance may write; the rest are
+    /// dropped and counted in one warning. Default 100.
+    pub max_log_lines: u32,
+    /// Bytes of log messages one plugin instance may write. Default 64 KiB.
+    pub max_log_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -205,6 +284,8 @@ impl Default for PluginLimits {
             max_in_flight: 16,
             max_output_bytes: 16 * 1024 * 1024,
             max_output_headers: 200,
+            max_log_lines: 100,
+            max_log_bytes: 64 * 1024,
         }
     }
 }
@@ -225,6 +306,10 @@ pub struct EntryLimits {
     pub max_output_bytes: Option<usize>,
     /// Overrides `max_output_headers`.
     pub max_output_headers: Option<usize>,
+    /// Overrides `max_log_lines`.
+    pub max_log_lines: Option<u32>,
+    /// Overrides `max_log_bytes`.
+    pub max_log_bytes: Option<usize>,
 }
 
 impl PluginLimits {
@@ -238,6 +323,8 @@ impl PluginLimits {
             max_in_flight: e.max_in_flight.unwrap_or(self.max_in_flight),
             max_output_bytes: e.max_output_bytes.unwrap_or(self.max_output_bytes),
             max_output_headers: e.max_output_headers.unwrap_or(self.max_output_headers),
+            max_log_lines: e.max_log_lines.unwrap_or(self.max_log_lines),
+            max_log_bytes: e.max_log_bytes.unwrap_or(self.max_log_bytes),
         }
     }
 }
@@ -580,6 +667,44 @@ impl Validator<'_> {
             return self.err(
                 usize::MAX,
                 "server.max_connections".into(),
+                "must be at least 1",
+            );
+        }
+        for (i, proxy) in config.server.trusted_proxies.iter().enumerate() {
+            if let Err(message) = crate::edge::parse_cidr(proxy.get_ref()) {
+                return self.err(
+                    proxy.span().start,
+                    format!("server.trusted_proxies[{i}]"),
+                    message,
+                );
+            }
+        }
+        for (key, value) in [
+            (
+                "server.body_read_timeout_ms",
+                config.server.body_read_timeout_ms,
+            ),
+            (
+                "server.body_buffer_timeout_ms",
+                config.server.body_buffer_timeout_ms,
+            ),
+            (
+                "server.header_read_timeout_ms",
+                config.server.header_read_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return self.err(usize::MAX, key.into(), "must be at least 1");
+            }
+        }
+        if config
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.max_connections == 0)
+        {
+            return self.err(
+                usize::MAX,
+                "admin.max_connections".into(),
                 "must be at least 1",
             );
         }

@@ -61,6 +61,21 @@ pub enum GatewayError {
     /// The request could not be read or is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client stopped sending its request body for too long.
+    #[error("request body not received within {timeout:?}")]
+    BodyTimeout {
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The request uses an HTTP feature the gateway does not implement (a transfer coding).
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    /// One connection or client holds as many plugin requests as it may.
+    #[error("too many plugin requests from one {scope}")]
+    TooManyRequests {
+        /// `connection` or `client`.
+        scope: &'static str,
+    },
     /// The gateway is at its connection or request cap.
     #[error("gateway at capacity")]
     Overloaded,
@@ -104,7 +119,10 @@ impl GatewayError {
             Self::RouteNotFound
             | Self::MethodNotAllowed { .. }
             | Self::BodyTooLarge { .. }
-            | Self::BadRequest(_) => ErrorSource::Client,
+            | Self::BadRequest(_)
+            | Self::BodyTimeout { .. }
+            | Self::NotImplemented(_)
+            | Self::TooManyRequests { .. } => ErrorSource::Client,
             Self::Overloaded => ErrorSource::Internal,
             Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } => ErrorSource::Upstream,
             Self::Plugin { .. } => ErrorSource::Plugin,
@@ -118,10 +136,21 @@ impl GatewayError {
             self,
             Self::UpstreamConnect { .. }
                 | Self::Overloaded
+                | Self::TooManyRequests { .. }
                 | Self::Plugin {
                     kind: PluginFailure::Overloaded,
                     ..
                 }
+        )
+    }
+
+    /// Whether the client connection must close after this answer: the request was malformed,
+    /// its framing was not understood or the rest of its body is unread, so the next bytes
+    /// cannot be trusted to start a request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::BodyTimeout { .. } | Self::NotImplemented(_)
         )
     }
 
@@ -132,6 +161,9 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
@@ -152,7 +184,13 @@ impl GatewayError {
             Self::RouteNotFound => "no route matches this path".into(),
             Self::MethodNotAllowed { .. } => "this path does not accept this method".into(),
             Self::BodyTooLarge { limit } => format!("request body larger than {limit} bytes"),
-            Self::BadRequest(m) => m.clone(),
+            Self::BadRequest(m) | Self::NotImplemented(m) => m.clone(),
+            Self::BodyTimeout { timeout } => {
+                format!("the request body did not arrive in time ({timeout:?})")
+            }
+            Self::TooManyRequests { scope } => {
+                format!("too many plugin requests in progress from this {scope}; retry shortly")
+            }
             Self::Overloaded => "the gateway is at capacity; retry shortly".into(),
             Self::UpstreamConnect { upstream, .. } => {
                 format!("upstream `{upstream}` is unavailable")
@@ -190,10 +228,18 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(crate::server::REQUEST_ID, v);
+        headers.insert(crate::ids::REQUEST_ID, v);
     }
-    if err.retry_safe() && status == StatusCode::SERVICE_UNAVAILABLE {
+    if err.retry_safe()
+        && matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+    {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if err.closes_connection() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let GatewayError::MethodNotAllowed { allow } = err {
         let list: Vec<&str> = allow.iter().map(Method::as_str).collect();

@@ -5,9 +5,11 @@
 //! route; handlers answer requests and may call upstreams through the host.
 //!
 //! The request path, in the order a request meets it:
-//! [`server`] (accept, request id) → [`router`] (method + path) → [`chain`] (filters in, target,
-//! filters out) → [`plugin`] (instances, limits, host imports) / [`upstream`] (proxy, LB,
-//! timeouts) → [`error`] (every failure becomes a response in one function).
+//! [`server`] (accept, request id) → [`edge`] (framing, host, path, forwarded headers) →
+//! [`router`] (method + path) → [`chain`] (filters in, target, filters out) → [`plugin`]
+//! (instances, limits, host imports) / [`upstream`] (proxy, LB, timeouts) → [`error`] (every
+//! failure becomes a response in one function). [`headers`] holds the one rule for headers a
+//! plugin hands back; [`ids`] the request id and trace context.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -19,12 +21,16 @@
 //! ```
 
 pub mod admin;
+pub mod admission;
 pub mod bindings;
 pub mod body;
 pub mod canary;
 pub mod chain;
 pub mod config;
+pub mod edge;
 pub mod error;
+pub mod headers;
+pub mod ids;
 pub mod live;
 pub mod outbound;
 pub mod plugin;
@@ -93,6 +99,8 @@ impl Gateway {
                 admin_listener,
                 Arc::clone(&self.live),
                 token,
+                config.server.clone(),
+                admin.max_connections,
                 signal.clone(),
             ));
         }

@@ -2,7 +2,8 @@
 //!
 //! A call names an upstream (`http://users/...`) the route granted, or a host the route lists in
 //! `allow_hosts` (matched exactly, `host` or `host:port`). Everything is checked before any
-//! connection is made: the URL (no userinfo, http only), the grant, the method and headers, and the
+//! connection is made: the URL (no userinfo, http only), the grant, the method and headers (under
+//! the boundary's header rule, [`crate::headers`], and within `server.max_header_bytes`), and the
 //! per-request caps on total calls and calls in flight. Responses are buffered for the plugin up to
 //! `server.max_body_bytes`; redirects are returned, never followed.
 //!
@@ -22,6 +23,8 @@ use tokio::task::JoinHandle;
 use crate::bindings::{self, HttpError, OutgoingRequest};
 use crate::body;
 use crate::error::GatewayError;
+use crate::headers::{self, Framing};
+use crate::ids::{self, REQUEST_ID, TRACEPARENT};
 use crate::plugin::CallContext;
 use crate::upstream::{self, Upstream};
 
@@ -150,19 +153,23 @@ impl Outbound {
         let headers = builder
             .headers_mut()
             .ok_or_else(|| HttpError::InvalidRequest("malformed request".into()))?;
-        for h in &request.headers {
-            let (name, value) =
-                crate::chain::header_from_plugin(h).map_err(HttpError::InvalidRequest)?;
-            headers.append(name, value);
+        // The body is the plugin's and the host frames it; `host` comes from the destination.
+        *headers = headers::from_plugin(&request.headers, Framing::NewBody, None)
+            .map_err(HttpError::InvalidRequest)?;
+        let size = headers::block_size(headers);
+        if size > self.call.max_header_bytes {
+            return Err(HttpError::InvalidRequest(format!(
+                "the request's headers take {size} bytes; at most {} are allowed",
+                self.call.max_header_bytes
+            )));
         }
-        upstream::strip_hop_by_hop(headers);
         if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
-            headers.insert(crate::server::REQUEST_ID, v);
+            headers.insert(REQUEST_ID, v);
         }
         if let Some(parent) = &self.call.traceparent
-            && let Ok(v) = HeaderValue::from_str(&crate::server::child_traceparent(parent))
+            && let Ok(v) = HeaderValue::from_str(&ids::child_traceparent(parent))
         {
-            headers.insert(crate::server::TRACEPARENT, v);
+            headers.insert(TRACEPARENT, v);
         }
         let body = request.body.map(Bytes::from).unwrap_or_default();
         let request_out = builder
@@ -287,7 +294,7 @@ async fn execute(
         Err(e) => return Err(HttpError::ConnectionFailed(e.to_string())),
     };
     let (mut parts, body) = response.into_parts();
-    upstream::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers);
     // The timeout covers the whole exchange, body included.
     let remaining = timeout.saturating_sub(started.elapsed());
     let body = match tokio::time::timeout(remaining, body::collect(body, call.max_body_bytes)).await

@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,6 +46,10 @@ pub struct CallLimits {
     pub max_output_bytes: usize,
     /// Header fields the plugin may return.
     pub max_output_headers: usize,
+    /// Log lines the instance may write.
+    pub max_log_lines: u32,
+    /// Bytes of log messages the instance may write.
+    pub max_log_bytes: usize,
 }
 
 impl CallLimits {
@@ -58,6 +62,8 @@ impl CallLimits {
             max_in_flight: limits.max_in_flight,
             max_output_bytes: limits.max_output_bytes,
             max_output_headers: limits.max_output_headers,
+            max_log_lines: limits.max_log_lines,
+            max_log_bytes: limits.max_log_bytes,
         }
     }
 
@@ -269,14 +275,16 @@ impl PluginEngine {
     }
 
     /// Creates a store for one request.
-    fn store(&self, call: Arc<CallContext>, memory_bytes: usize) -> Store<PluginState> {
+    fn store(&self, call: Arc<CallContext>, limits: &CallLimits) -> Store<PluginState> {
+        let memory_bytes = limits.memory_bytes;
+        let log = Arc::new(LogBudget::new(&call, limits));
         let mut wasi = WasiCtx::builder();
         wasi.stdout(PluginOutput {
-            plugin: Arc::clone(&call.plugin),
+            log: Arc::clone(&log),
             stream: "stdout",
         })
         .stderr(PluginOutput {
-            plugin: Arc::clone(&call.plugin),
+            log: Arc::clone(&log),
             stream: "stderr",
         })
         .allow_tcp(false)
@@ -291,6 +299,7 @@ impl PluginEngine {
             },
             outbound: Outbound::new(Arc::clone(&call)),
             call,
+            log,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -622,6 +631,8 @@ pub struct CallContext {
     pub limits: OutboundLimits,
     /// Largest response body an outbound call may hand the plugin.
     pub max_body_bytes: usize,
+    /// Largest header block an outbound call may carry (`server.max_header_bytes`).
+    pub max_header_bytes: usize,
 }
 
 /// Per-store data: WASI, the limiter and the request's context.
@@ -631,6 +642,7 @@ pub struct PluginState {
     limiter: PluginLimiter,
     call: Arc<CallContext>,
     outbound: Outbound,
+    log: Arc<LogBudget>,
 }
 
 impl fmt::Debug for PluginState {
@@ -680,10 +692,65 @@ impl ResourceLimiter for PluginLimiter {
     }
 }
 
+/// How much one plugin instance may log (log calls and stdout/stderr lines together): past
+/// `max_log_lines` or `max_log_bytes` lines are dropped, and one warning says how many when the
+/// instance ends. Without it a plugin at `info` could write hundreds of megabytes per request.
+struct LogBudget {
+    plugin: Arc<str>,
+    request_id: Arc<str>,
+    max_lines: u32,
+    max_bytes: usize,
+    lines: AtomicU32,
+    bytes: AtomicUsize,
+    suppressed: AtomicU32,
+}
+
+impl LogBudget {
+    fn new(call: &CallContext, limits: &CallLimits) -> Self {
+        Self {
+            plugin: Arc::clone(&call.plugin),
+            request_id: Arc::clone(&call.request_id),
+            max_lines: limits.max_log_lines,
+            max_bytes: limits.max_log_bytes,
+            lines: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
+            suppressed: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether a line of `len` bytes may be written; counts it either way.
+    fn admit(&self, len: usize) -> bool {
+        let lines = self.lines.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.bytes.fetch_add(len, Ordering::Relaxed);
+        let ok = lines < self.max_lines && bytes + len <= self.max_bytes;
+        if !ok {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        let suppressed = self.suppressed.load(Ordering::Relaxed);
+        if suppressed > 0 {
+            tracing::warn!(
+                target: "tessera::plugin",
+                plugin = %self.plugin,
+                request_id = %self.request_id,
+                suppressed,
+                max_lines = self.max_lines,
+                max_bytes = self.max_bytes,
+                "plugin log lines suppressed: {suppressed} over the instance's log limits"
+            );
+        }
+    }
+}
+
 /// Guest stdout/stderr: each line becomes a log event tagged with the plugin.
 #[derive(Clone)]
 struct PluginOutput {
-    plugin: Arc<str>,
+    log: Arc<LogBudget>,
     stream: &'static str,
 }
 
@@ -696,7 +763,7 @@ impl IsTerminal for PluginOutput {
 impl StdoutStream for PluginOutput {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(LineLogger {
-            plugin: Arc::clone(&self.plugin),
+            log: Arc::clone(&self.log),
             stream: self.stream,
             line: Vec::new(),
         })
@@ -707,7 +774,7 @@ impl StdoutStream for PluginOutput {
 const MAX_LINE: usize = 4096;
 
 struct LineLogger {
-    plugin: Arc<str>,
+    log: Arc<LogBudget>,
     stream: &'static str,
     line: Vec<u8>,
 }
@@ -717,8 +784,10 @@ impl LineLogger {
         if self.line.is_empty() {
             return;
         }
-        let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(target: "tessera::plugin", plugin = %self.plugin, stream = self.stream, "{}", text.trim_end());
+        if self.log.admit(self.line.len()) {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::info!(target: "tessera::plugin", plugin = %self.log.plugin, request_id = %self.log.request_id, stream = self.stream, "{}", text.trim_end());
+        }
         self.line.clear();
     }
 }
@@ -794,7 +863,7 @@ impl PluginInstance {
         limits: &CallLimits,
     ) -> Result<Self, GatewayError> {
         plugin.requests.fetch_add(1, Ordering::Relaxed);
-        let mut store = engine.store(Arc::new(call), limits.memory_bytes);
+        let mut store = engine.store(Arc::new(call), limits);
         let timeout = limits.timeout;
         arm_deadline(&mut store, timeout);
         let instance =
@@ -986,6 +1055,9 @@ mod host {
 
     impl log::Host for PluginState {
         fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+            if !self.log.admit(message.len().min(MAX_LOG_MESSAGE)) {
+                return Ok(());
+            }
             let mut message = message;
             if message.len() > MAX_LOG_MESSAGE {
                 let mut cut = MAX_LOG_MESSAGE;

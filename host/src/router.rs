@@ -264,7 +264,7 @@ impl<T: Clone> Router<T> {
                             .param_names
                             .iter()
                             .zip(values.iter())
-                            .map(|(n, v)| (n.clone(), percent_decode(v)))
+                            .map(|(n, v)| (n.clone(), decode_param(v)))
                             .collect();
                         if let Some(tail) = tail
                             && let Some(name) = e.param_names.last()
@@ -340,6 +340,46 @@ fn walk<'v, T: Clone>(
         return visit(&node.catch_all, values, Some(tail));
     }
     None
+}
+
+/// Decodes a `{param}` segment like [`percent_decode`], except that `%2F` and `%5C` stay
+/// encoded: a one-segment parameter never holds a slash or backslash a plugin could use to
+/// build a path outside the route (only a catch-all's tail spans segments).
+pub fn decode_param(s: &str) -> String {
+    let decoded = percent_decode(s);
+    if decoded.contains(['/', '\\']) && s.contains('%') {
+        let mut out = String::with_capacity(s.len());
+        for piece in split_keeping_slashes(s) {
+            match piece {
+                Ok(escape) => out.push_str(escape),
+                Err(text) => out.push_str(&percent_decode(text)),
+            }
+        }
+        return out;
+    }
+    decoded
+}
+
+/// Splits `s` around `%2F`/`%5C` escapes (any case): `Ok(escape)` or `Err(text between)`.
+fn split_keeping_slashes(s: &str) -> Vec<Result<&str, &str>> {
+    let bytes = s.as_bytes();
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i + 3 <= bytes.len() {
+        let escape = bytes[i] == b'%'
+            && ((bytes[i + 1] == b'2' && bytes[i + 2].eq_ignore_ascii_case(&b'f'))
+                || (bytes[i + 1] == b'5' && bytes[i + 2].eq_ignore_ascii_case(&b'c')));
+        if escape {
+            pieces.push(Err(&s[start..i]));
+            pieces.push(Ok(&s[i..i + 3]));
+            i += 3;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    pieces.push(Err(&s[start..]));
+    pieces
 }
 
 /// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results keep the raw text.
@@ -483,6 +523,24 @@ mod tests {
             hit(&r, Method::GET, "/u/%ff").1,
             p(&[("name", "%ff")]),
             "invalid UTF-8 stays raw"
+        );
+    }
+
+    #[test]
+    fn params_never_decode_to_a_slash() {
+        let r = router(&[("/u/{name}", &[]), ("/files/{*rest}", &[])]);
+        assert_eq!(
+            hit(&r, Method::GET, "/u/a%2Fb%20c").1,
+            p(&[("name", "a%2Fb c")])
+        );
+        assert_eq!(
+            hit(&r, Method::GET, "/u/..%2f..%5Corders").1,
+            p(&[("name", "..%2f..%5Corders")])
+        );
+        assert_eq!(
+            hit(&r, Method::GET, "/files/a%2Fb").1,
+            p(&[("rest", "a/b")]),
+            "a catch-all spans segments anyway"
         );
     }
 

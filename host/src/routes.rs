@@ -110,6 +110,8 @@ pub struct Runtime {
     pub plugins: PluginRegistry,
     /// Largest body buffered for a plugin.
     pub max_body_bytes: usize,
+    /// Largest header block a plugin's outbound call may carry.
+    pub max_header_bytes: usize,
 }
 
 impl Runtime {
@@ -176,6 +178,7 @@ impl Runtime {
             engine,
             plugins,
             max_body_bytes: config.server.max_body_bytes,
+            max_header_bytes: config.server.max_header_bytes,
         };
         if let Some(previous) = previous {
             runtime.keep_canaries(previous);

@@ -1,11 +1,11 @@
 //! Accepting connections and serving requests: HTTP/1.1 and HTTP/2 cleartext, a connection cap,
-//! request ids, the request span, graceful shutdown.
+//! request ids, the request span, graceful shutdown. What a request must look like before it is
+//! routed is [`crate::edge`]'s.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{Request, Response};
@@ -17,81 +17,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, field};
 
-use crate::body::{self, Body};
+use crate::admission::{Admission, ClientSlots};
+use crate::body::{self, Body, BodyFault};
 use crate::chain::{self, RequestInfo};
-use crate::config::ServerConfig;
+use crate::config::{AcceptRequestId, ServerConfig};
+use crate::edge::{self, PathRules, Peer, TrustedProxies};
 use crate::error::{self, GatewayError};
+use crate::ids::{self, REQUEST_ID, TRACEPARENT};
 use crate::live::Live;
 use crate::router::RouteMiss;
 use crate::routes::Runtime;
-
-/// The request id header, accepted from clients and set on responses and upstream requests.
-pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-/// The W3C trace context header.
-pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-
-/// A random 64-bit value (std's hasher keys are randomly seeded per process and per call).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    h.finish()
-}
-
-/// A valid `traceparent` (version 00 layout, non-zero ids), or `None`.
-fn parse_traceparent(value: &str) -> Option<&str> {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    match parts.as_slice() {
-        [version, trace, parent, flags, ..]
-            if hex(version, 2)
-                && *version != "ff"
-                && hex(trace, 32)
-                && nonzero(trace)
-                && hex(parent, 16)
-                && nonzero(parent)
-                && hex(flags, 2) =>
-        {
-            Some(value)
-        }
-        _ => None,
-    }
-}
-
-/// A fresh trace context for a request that came without one.
-fn new_traceparent() -> String {
-    format!(
-        "00-{:016x}{:016x}-{:016x}-00",
-        random_u64(),
-        random_u64(),
-        random_u64() | 1
-    )
-}
-
-/// The trace context for a call made on behalf of `parent`: same trace, new parent id.
-pub fn child_traceparent(parent: &str) -> String {
-    let mut parts = parent.splitn(4, '-');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(trace), Some(_), Some(flags)) => {
-            format!(
-                "00-{trace}-{:016x}-{}",
-                random_u64() | 1,
-                &flags[..flags.len().min(2)]
-            )
-        }
-        _ => new_traceparent(),
-    }
-}
 
 /// Serves the live runtime on `listener` until `shutdown` turns true, then stops accepting and
 /// waits up to `server.shutdown_grace_ms` for in-flight requests.
@@ -107,10 +42,7 @@ pub async fn serve(
     // Connections past the cap get one 503 each; this bounds how many get even that.
     let turned_away = Arc::new(Semaphore::new(settings.max_connections / 10 + 16));
     let requests = Arc::new(Semaphore::new(settings.max_requests));
-    let ids = Arc::new(RequestIds::new());
-    let limits = Arc::new(RequestLimits {
-        max_body: settings.max_request_body_bytes,
-    });
+    let policy = Arc::new(EdgePolicy::new(&settings));
     loop {
         let (stream, client) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -126,23 +58,30 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            turn_away(stream, &turned_away, &ids);
+            turn_away(stream, &turned_away);
             continue;
         };
         let live = Arc::clone(&live);
-        let ids = Arc::clone(&ids);
         let requests = Arc::clone(&requests);
-        let limits = Arc::clone(&limits);
+        let policy = Arc::clone(&policy);
+        // Plugin requests this connection (its HTTP/2 streams) may run at once.
+        let plugin_slots = (settings.max_plugin_requests_per_connection > 0).then(|| {
+            Arc::new(Semaphore::new(
+                settings.max_plugin_requests_per_connection as usize,
+            ))
+        });
         let service = service_fn(move |request: Request<Incoming>| {
             // Each request runs to its end on the runtime it started with, whatever reloads do.
             let runtime = live.runtime();
-            let ids = Arc::clone(&ids);
             let slot = Arc::clone(&requests).try_acquire_owned();
-            let limits = Arc::clone(&limits);
+            let policy = Arc::clone(&policy);
+            let plugin_slots = plugin_slots.clone();
             async move {
                 let response = match slot {
-                    Ok(_slot) => handle(&runtime, &ids, &limits, request, client).await,
-                    Err(_) => error::into_response(&GatewayError::Overloaded, &ids.next()),
+                    Ok(_slot) => handle(&runtime, &policy, plugin_slots, request, client).await,
+                    Err(_) => {
+                        error::into_response(&GatewayError::Overloaded, &ids::new_request_id())
+                    }
                 };
                 Ok::<_, Infallible>(response)
             }
@@ -169,8 +108,8 @@ pub async fn serve(
     }
 }
 
-/// HTTP/1.1 and HTTP/2 settings from `[server]`.
-fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 and HTTP/2 settings from `[server]` (the admin listener uses them too).
+pub fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -190,15 +129,15 @@ fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// Answers a connection past the cap with one 503 and closes it, or just closes it when even
 /// those answers are at their cap.
-fn turn_away(stream: tokio::net::TcpStream, permits: &Arc<Semaphore>, ids: &Arc<RequestIds>) {
+fn turn_away(stream: tokio::net::TcpStream, permits: &Arc<Semaphore>) {
     let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
         drop(stream);
         return;
     };
-    let ids = Arc::clone(ids);
     tokio::spawn(async move {
         let service = service_fn(move |_request: Request<Incoming>| {
-            let mut response = error::into_response(&GatewayError::Overloaded, &ids.next());
+            let mut response =
+                error::into_response(&GatewayError::Overloaded, &ids::new_request_id());
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -214,29 +153,67 @@ fn turn_away(stream: tokio::net::TcpStream, permits: &Arc<Semaphore>, ids: &Arc<
     });
 }
 
-/// Per-request limits the server enforces before a route runs.
+/// What the server enforces on every request before a route runs, from `[server]`.
 #[derive(Debug)]
-pub struct RequestLimits {
-    /// `server.max_request_body_bytes`.
+pub struct EdgePolicy {
+    /// `max_request_body_bytes`.
     pub max_body: u64,
+    /// `body_read_timeout_ms`.
+    pub body_read_timeout: Duration,
+    /// `body_buffer_timeout_ms`.
+    pub body_buffer_timeout: Duration,
+    /// `trusted_proxies`.
+    pub trusted: TrustedProxies,
+    /// `accept_request_id`.
+    pub accept_request_id: AcceptRequestId,
+    /// The path rules.
+    pub path: PathRules,
+    /// `max_plugin_requests_per_client`, across connections.
+    pub clients: Arc<ClientSlots>,
 }
 
-/// Serves one request.
+impl EdgePolicy {
+    /// The policy of a `[server]` section.
+    pub fn new(settings: &ServerConfig) -> Self {
+        Self {
+            max_body: settings.max_request_body_bytes,
+            body_read_timeout: Duration::from_millis(settings.body_read_timeout_ms),
+            body_buffer_timeout: Duration::from_millis(settings.body_buffer_timeout_ms),
+            trusted: TrustedProxies::new(&settings.trusted_proxies),
+            accept_request_id: settings.accept_request_id,
+            path: PathRules::from(settings),
+            clients: Arc::new(ClientSlots::new(settings.max_plugin_requests_per_client)),
+        }
+    }
+}
+
+/// Serves one request; `plugin_slots` caps the plugin requests of its connection.
 pub async fn handle(
     runtime: &Runtime,
-    ids: &RequestIds,
-    limits: &RequestLimits,
-    request: Request<Incoming>,
+    policy: &EdgePolicy,
+    plugin_slots: Option<Arc<Semaphore>>,
+    mut request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
+    let peer = Peer::new(client, request.headers(), &policy.trusted);
+    let accept_id = match policy.accept_request_id {
+        AcceptRequestId::Always => true,
+        AcceptRequestId::Trusted => peer.trusted,
+        AcceptRequestId::Never => false,
+    };
     let request_id: Arc<str> = match request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
     {
-        Some(id) if valid_request_id(id) => id.into(),
-        _ => ids.next().into(),
+        Some(id) if accept_id && ids::valid_request_id(id) => id.into(),
+        _ => ids::new_request_id().into(),
     };
+    // Upstreams and plugins see the id the client is told, never one the gateway did not accept.
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, v);
+    }
+    edge::drop_untrusted_forwarded(request.headers_mut(), &peer);
     let span = tracing::info_span!(
         "tessera.request",
         http.request.method = %request.method(),
@@ -246,7 +223,12 @@ pub async fn handle(
         request_id = %request_id,
     );
     async move {
-        let mut response = route(runtime, limits, request, client, &request_id).await;
+        let admission = Admission::new(plugin_slots, Arc::clone(&policy.clients), peer.client);
+        let mut response = match route(runtime, policy, admission, request, peer, &request_id).await
+        {
+            Ok(r) => r,
+            Err(e) => error::into_response(&e, &request_id),
+        };
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
@@ -257,137 +239,84 @@ pub async fn handle(
     .await
 }
 
+/// Checks the request head, routes it and runs the route; errors before the route runs come
+/// back as `Err`.
 async fn route(
     runtime: &Runtime,
-    limits: &RequestLimits,
-    request: Request<Incoming>,
-    client: SocketAddr,
+    policy: &EdgePolicy,
+    admission: Admission,
+    mut request: Request<Incoming>,
+    peer: Peer,
     request_id: &Arc<str>,
-) -> Response<Body> {
-    let found = runtime
+) -> Result<Response<Body>, GatewayError> {
+    edge::check_head(&request)?;
+    let path = edge::normalize_path(request.uri().path(), policy.path)?;
+    if path != request.uri().path() {
+        let rewritten = match request.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        let mut parts = http::uri::Parts::from(request.uri().clone());
+        parts.path_and_query = Some(rewritten.parse().map_err(|_| {
+            GatewayError::BadRequest("the path is not valid once normalised".into())
+        })?);
+        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| {
+            GatewayError::BadRequest("the path is not valid once normalised".into())
+        })?;
+    }
+    let matched = match runtime
         .router
-        .lookup(request.method(), request.uri().path());
-    let matched = match found {
+        .lookup(request.method(), request.uri().path())
+    {
         Ok(m) => m,
-        Err(RouteMiss::NotFound) => {
-            return error::into_response(&GatewayError::RouteNotFound, request_id);
-        }
+        Err(RouteMiss::NotFound) => return Err(GatewayError::RouteNotFound),
         Err(RouteMiss::MethodNotAllowed(allow)) => {
-            return error::into_response(&GatewayError::MethodNotAllowed { allow }, request_id);
+            return Err(GatewayError::MethodNotAllowed { allow });
         }
     };
     tracing::Span::current().record("http.route", matched.pattern.as_str());
     let Some(entry) = runtime.routes.get(matched.value) else {
-        let e = GatewayError::Internal(anyhow::anyhow!(
+        return Err(GatewayError::Internal(anyhow::anyhow!(
             "router returned route #{} of {}",
             matched.value,
             runtime.routes.len()
-        ));
-        return error::into_response(&e, request_id);
+        )));
     };
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body) {
-        return error::into_response(
-            &GatewayError::BodyTooLarge {
-                limit: limits.max_body as usize,
-            },
-            request_id,
-        );
+    if declared.is_some_and(|len| len > policy.max_body) {
+        return Err(GatewayError::BodyTooLarge {
+            limit: usize::try_from(policy.max_body).unwrap_or(usize::MAX),
+        });
     }
     let traceparent = request
         .headers()
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent)
-        .map_or_else(new_traceparent, str::to_owned);
+        .and_then(ids::parse_traceparent)
+        .map_or_else(ids::new_traceparent, str::to_owned);
     let info = RequestInfo {
         request_id: Arc::clone(request_id),
-        client,
+        client: peer.addr,
         params: matched.params.into(),
         traceparent: Some(traceparent.into()),
-        body_limit: limits.max_body,
-        body_limit_hit: Arc::new(AtomicBool::new(false)),
+        body_limit: policy.max_body,
+        body_read_timeout: policy.body_read_timeout,
+        body_buffer_timeout: policy.body_buffer_timeout,
+        body_fault: Arc::new(BodyFault::default()),
+        admission: Arc::new(admission),
     };
-    let hit = Arc::clone(&info.body_limit_hit);
-    let request =
-        request.map(|b| body::boxed(body::CappedBody::new(body::boxed(b), limits.max_body, hit)));
-    chain::run(runtime, entry, request, &info).await
-}
-
-/// Client-supplied ids are kept when they are short and printable, so traces line up.
-fn valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Generates request ids: unique per process start and counter, 24 hex digits.
-#[derive(Debug)]
-pub struct RequestIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    /// A generator seeded from the clock and the process id.
-    pub fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let prefix =
-            (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Self {
-            prefix,
-            counter: AtomicU64::new(0),
+    let fault = Arc::clone(&info.body_fault);
+    let (max_body, idle) = (policy.max_body, policy.body_read_timeout);
+    let request = request.map(|b| {
+        if http_body::Body::is_end_stream(&b) {
+            return body::boxed(b);
         }
-    }
-
-    /// The next id.
-    pub fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:08x}", self.prefix, n as u32)
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_unique_and_client_ids_checked() {
-        let ids = RequestIds::new();
-        assert_ne!(ids.next(), ids.next());
-        assert!(valid_request_id("abc-123"));
-        assert!(!valid_request_id(""));
-        assert!(!valid_request_id("has space"));
-        assert!(!valid_request_id(&"x".repeat(129)));
-    }
-
-    #[test]
-    fn trace_context_is_kept_and_children_get_new_parent_ids() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(parse_traceparent(tp), Some(tp));
-        assert_eq!(
-            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-            None
-        );
-        assert_eq!(parse_traceparent("garbage"), None);
-        let child = child_traceparent(tp);
-        assert!(
-            child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{child}"
-        );
-        assert!(child.ends_with("-01"));
-        assert_ne!(child, tp);
-        assert!(parse_traceparent(&child).is_some());
-        assert!(parse_traceparent(&new_traceparent()).is_some());
-    }
+        let timed = body::IdleTimeoutBody::new(body::boxed(b), idle).recording(Arc::clone(&fault));
+        body::boxed(body::CappedBody::new(body::boxed(timed), max_body, fault))
+    });
+    Ok(chain::run(runtime, entry, request, &info).await)
 }

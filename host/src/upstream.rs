@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
+use crate::headers::strip_hop_by_hop;
 
 /// Checks an upstream target: `host:port` (no scheme, no path).
 pub fn parse_target(target: &str) -> Result<http::uri::Authority, String> {
@@ -256,37 +257,9 @@ impl Upstreams {
     }
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-/// Adds `x-forwarded-for` (appending the client address), `-proto` and `-host`.
+/// Adds `x-forwarded-for` (appending the client address), `-proto` and `-host`. Forwarded
+/// headers from clients outside `server.trusted_proxies` are gone by now ([`crate::edge`]), so
+/// what is extended or kept here came from a trusted proxy.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: SocketAddr,
@@ -300,7 +273,9 @@ pub fn add_forwarded(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers
+        .entry("x-forwarded-proto")
+        .or_insert(HeaderValue::from_static("http"));
     if let Some(host) = original_host {
         headers.entry("x-forwarded-host").or_insert(host);
     }
@@ -327,12 +302,18 @@ pub async fn proxy(
     client: SocketAddr,
     request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
-    let original_host = request.headers().get(header::HOST).cloned();
+    // HTTP/2 clients name the host in `:authority`.
+    let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
+        request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     add_forwarded(headers, client, original_host);
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(crate::server::REQUEST_ID, v);
+        headers.insert(crate::ids::REQUEST_ID, v);
     }
     let replayable = upstream.retries() > 0
         && idempotent(request.method())
@@ -368,25 +349,6 @@ mod tests {
         assert!(parse_target("127.0.0.1").is_err());
         assert!(parse_target("http://x:1/").is_err());
         assert!(parse_target("a@b:1").is_err());
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
     }
 
     #[test]
