@@ -312,10 +312,13 @@ async fn outbound_calls_carry_request_id_and_trace_context() {
         .header("traceparent", incoming)
         .body(Default::default())
         .unwrap();
-    let json = send(&gw, request).await.json();
+    let reply = send(&gw, request).await;
+    let json = reply.json();
     let body = json["body"].as_str().unwrap();
     let (request_id, traceparent) = body.split_once('|').unwrap();
-    assert_eq!(request_id, "trace-me-1");
+    // The client is no trusted proxy: its id is replaced, and the call carries the new one.
+    assert_ne!(request_id, "trace-me-1");
+    assert_eq!(Some(request_id), reply.header("x-request-id"));
     assert!(
         traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{traceparent}"

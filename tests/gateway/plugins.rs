@@ -28,7 +28,9 @@ async fn echo_upstream() -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn handler_plugin_answers_with_params_config_and_request_id() {
-    let gw = gateway(
+    // A request id is kept when it comes from a trusted proxy.
+    let gw = gateway_with(
+        "trusted_proxies = [\"127.0.0.1\"]\n",
         "[[routes]]\npath = \"/hello/{name}\"\nhandler = { plugin = \"hello\", config = { greeting = \"Hej\" } }\n",
     )
     .await;
