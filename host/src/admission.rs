@@ -70,13 +70,16 @@ impl Drop for ClientSlot {
     }
 }
 
+/// How long a request waits for a slot of its connection before it gets 429.
+pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One request's admission to plugin instances.
 #[derive(Debug)]
 pub struct Admission {
     connection: Option<Arc<Semaphore>>,
     clients: Arc<ClientSlots>,
     client: IpAddr,
-    held: Mutex<Option<(Option<OwnedSemaphorePermit>, Option<ClientSlot>)>>,
+    held: Mutex<Option<Held>>,
 }
 
 impl Admission {
@@ -94,44 +97,58 @@ impl Admission {
         }
     }
 
-    /// Takes the request's slots, once; later calls return at once. Fails with 429 when the
-    /// connection or the client is at its cap.
-    pub fn enter(&self) -> Result<(), GatewayError> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_some() {
+    /// Takes the request's slots, once; later calls return at once. A request over its
+    /// connection's cap waits up to [`CONNECTION_WAIT`] for a sibling to finish (an HTTP/2 client
+    /// multiplexing many short requests is served, only later); a client at its cap, or a
+    /// connection still full after the wait, gets 429.
+    pub async fn enter(&self) -> Result<(), GatewayError> {
+        if self.lock().is_some() {
             return Ok(());
         }
         let permit = match &self.connection {
-            Some(s) => Some(Arc::clone(s).try_acquire_owned().map_err(|_| {
-                GatewayError::TooManyRequests {
-                    scope: "connection",
+            Some(s) => {
+                let wait = Arc::clone(s).acquire_owned();
+                match tokio::time::timeout(CONNECTION_WAIT, wait).await {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        return Err(GatewayError::TooManyRequests {
+                            scope: "connection",
+                        });
+                    }
                 }
-            })?),
+            }
             None => None,
         };
         let slot = self.clients.enter(self.client)?;
-        *held = Some((permit, slot));
+        *self.lock() = Some((permit, slot));
         Ok(())
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
+
+/// What an admitted request holds.
+type Held = (Option<OwnedSemaphorePermit>, Option<ClientSlot>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn connection_and_client_caps_hold_and_free() {
+    #[tokio::test]
+    async fn connection_and_client_caps_hold_and_free() {
         let clients = Arc::new(ClientSlots::new(2));
         let conn = Arc::new(Semaphore::new(3));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let a = Admission::new(Some(Arc::clone(&conn)), Arc::clone(&clients), ip);
         let b = Admission::new(Some(Arc::clone(&conn)), Arc::clone(&clients), ip);
         let c = Admission::new(Some(Arc::clone(&conn)), Arc::clone(&clients), ip);
-        a.enter().unwrap();
-        a.enter().unwrap(); // once per request
-        b.enter().unwrap();
+        a.enter().await.unwrap();
+        a.enter().await.unwrap(); // once per request
+        b.enter().await.unwrap();
         assert!(matches!(
-            c.enter(),
+            c.enter().await,
             Err(GatewayError::TooManyRequests { scope: "client" })
         ));
         let other = Admission::new(
@@ -139,16 +156,16 @@ mod tests {
             Arc::clone(&clients),
             "192.0.2.2".parse().unwrap(),
         );
-        other.enter().unwrap();
+        other.enter().await.unwrap();
         let fourth = Admission::new(Some(Arc::clone(&conn)), Arc::clone(&clients), ip);
         assert!(matches!(
-            fourth.enter(),
+            fourth.enter().await,
             Err(GatewayError::TooManyRequests {
                 scope: "connection"
             })
         ));
         drop(a);
-        fourth.enter().unwrap();
+        fourth.enter().await.unwrap();
         drop((fourth, other, b, c));
         assert_eq!(clients.clients(), 0);
         assert_eq!(conn.available_permits(), 3);

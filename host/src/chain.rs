@@ -153,7 +153,7 @@ async fn instantiate(
     use_: &RoutePlugin,
     info: &RequestInfo,
 ) -> Result<PluginInstance, GatewayError> {
-    info.admission.enter()?;
+    info.admission.enter().await?;
     let canary = use_.canary.as_ref().filter(|c| c.pick());
     let name = canary.map_or(use_.plugin.as_str(), |c| c.plugin.as_str());
     let plugin = runtime

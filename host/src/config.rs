@@ -106,8 +106,9 @@ pub struct ServerConfig {
     /// Total time a client has to send a body the gateway buffers for a plugin (a handler, or a
     /// filter with `buffer_body`), in ms; past it, 408. Default 30000.
     pub body_buffer_timeout_ms: u64,
-    /// Requests of one connection (HTTP/2 streams) that may hold plugin instances at once;
-    /// beyond it, 429 with `retry-after`. 0 turns the cap off. Default 32.
+    /// Requests of one connection (HTTP/2 streams) that may hold plugin instances at once; a
+    /// request beyond it waits up to 1 s for a slot, then gets 429 with `retry-after`. 0 turns
+    /// the cap off. Default 32.
     pub max_plugin_requests_per_connection: u32,
     /// Requests of one client address that may hold plugin instances at once; beyond it, 429
     /// with `retry-after`. The address is the forwarded one when the peer is a trusted proxy.
