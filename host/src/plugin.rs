@@ -1161,3 +1161,34 @@ mod host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(max_lines: u32, max_bytes: usize) -> LogBudget {
+        LogBudget {
+            plugin: "p@1".into(),
+            request_id: "r".into(),
+            max_lines,
+            max_bytes,
+            lines: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
+            suppressed: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn log_budget_caps_lines_and_bytes_and_counts_the_rest() {
+        let lines = budget(3, 1 << 20);
+        let admitted = (0..1000).filter(|_| lines.admit(10)).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(lines.suppressed.load(Ordering::Relaxed), 997);
+
+        let bytes = budget(1000, 100);
+        assert!(bytes.admit(60));
+        assert!(!bytes.admit(60), "over the byte cap");
+        assert!(!bytes.admit(1), "the cap stays spent");
+        assert_eq!(bytes.suppressed.load(Ordering::Relaxed), 2);
+    }
+}

@@ -1,7 +1,9 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
+mod boundary;
 mod config;
 mod ecommerce;
+mod edge;
 mod hardening;
 mod hostile;
 mod orchestration;

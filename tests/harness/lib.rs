@@ -19,6 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tessera::RunningGateway;
 use tessera::config::Config;
 
+mod wire;
+pub use wire::*;
+
 /// Plugin crates the tests use, built for wasm32-wasip2.
 pub const PLUGIN_PACKAGES: [&str; 10] = [
     "tessera-plugin-headers",

@@ -12,9 +12,13 @@
 //! | `thousand-calls` | sends 1,000 calls to `http://target/` and reports how they went |
 //! | `disguised` | calls each of `config.urls` (denied or disguised hosts) and reports the errors |
 //! | `wait-forever` | calls `http://target/` (which never answers) with no timeout of its own |
+//! | `hop-headers` | answers 200 `hello world` with hop-by-hop, framing and `host` headers the gateway must drop, and `x-kept: 1` |
+//! | `outbound-headers` | POSTs `abc` to `http://target/echo` with the same headers and returns the answer's body |
+//! | `huge-header` | calls `http://target/` with a 20 MiB header value and reports the error (`Debug`) with 200 |
+//! | `log-flood` | logs 1,000,000 lines at info and prints 100,000 lines to stdout, then answers 200 `done` |
 
 use serde::Deserialize;
-use tessera_sdk::{Error, Handler, Request, Response, http};
+use tessera_sdk::{Error, Handler, Request, Response, http, log};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +30,22 @@ struct Config {
 /// The handler.
 #[derive(Debug)]
 pub struct Hostile;
+
+/// Headers a plugin may not decide: hop-by-hop fields, the ones `connection` names, framing and
+/// `host` (RFC 9110 §7.6.1, RFC 9112 §6). `x-kept` is an ordinary header that must survive.
+const HOP_HEADERS: [(&str, &str); 11] = [
+    ("connection", "close, x-secret"),
+    ("x-secret", "1"),
+    ("keep-alive", "timeout=5"),
+    ("transfer-encoding", "chunked"),
+    ("content-length", "5"),
+    ("upgrade", "websocket"),
+    ("te", "trailers"),
+    ("trailer", "x-t"),
+    ("proxy-connection", "keep-alive"),
+    ("host", "evil.example"),
+    ("x-kept", "1"),
+];
 
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
@@ -88,6 +108,39 @@ impl Handler for Hostile {
                     200,
                     format!("unexpected answer {}", r.status()),
                 ))
+            }
+            "hop-headers" => Ok(HOP_HEADERS
+                .iter()
+                .fold(Response::new(200), |r, (name, value)| {
+                    r.with_header(name, *value)
+                })
+                .with_body("hello world")),
+            "outbound-headers" => {
+                let call = HOP_HEADERS
+                    .iter()
+                    .fold(http::post("http://target/echo"), |c, (name, value)| {
+                        c.header(name, *value)
+                    })
+                    .body("abc");
+                let answer = call.send()?;
+                Ok(Response::new(200).with_body(answer.body().unwrap_or_default().to_vec()))
+            }
+            "huge-header" => {
+                let huge = vec![b'a'; 20 << 20];
+                let outcome = match http::get("http://target/").header("x-huge", huge).send() {
+                    Ok(r) => format!("answered {}", r.status()),
+                    Err(e) => format!("{e:?}"),
+                };
+                Ok(Response::text(200, outcome))
+            }
+            "log-flood" => {
+                for i in 0..1_000_000u32 {
+                    log::info(format!("flood line {i}"));
+                }
+                for i in 0..100_000u32 {
+                    println!("stdout flood line {i}");
+                }
+                Ok(Response::text(200, "done"))
             }
             other => Err(Error::bad_request(format!("unknown mode `{other}`"))),
         }

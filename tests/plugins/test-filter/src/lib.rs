@@ -3,10 +3,13 @@
 //! - `{"prefix": "/v2"}`: prepend to the request path;
 //! - `{"upper_body": true}`: upper-case a buffered response body;
 //! - `{"panic": "request" | "response"}`: panic in that phase;
-//! - `{"tag": "<name>"}`: append `<name>` to `x-trace` on the way in and on the way out.
+//! - `{"tag": "<name>"}`: append `<name>` to `x-trace` on the way in and on the way out;
+//! - `{"set_request_headers": [["name", "value"], ...]}`: set these headers on the request (a name
+//!   listed twice gets both values), leaving the body alone, e.g. `content-length: 5` on a GET;
+//! - `{"set_response_headers": [["name", "value"], ...]}`: the same on the response.
 
 use serde::Deserialize;
-use tessera_sdk::{Action, Error, Filter, Request, Response};
+use tessera_sdk::{Action, Error, Filter, Headers, Request, Response};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -16,6 +19,18 @@ struct Config {
     upper_body: bool,
     panic: Option<String>,
     tag: Option<String>,
+    set_request_headers: Vec<(String, String)>,
+    set_response_headers: Vec<(String, String)>,
+}
+
+/// Replaces every header named in `fields` with the values listed there, in order.
+fn set_headers(headers: &mut Headers, fields: &[(String, String)]) {
+    for (name, _) in fields {
+        headers.remove(name);
+    }
+    for (name, value) in fields {
+        headers.append(name, value.as_bytes());
+    }
 }
 
 /// The filter.
@@ -43,6 +58,7 @@ impl Filter for TestFilter {
         if let Some(tag) = &config.tag {
             request.headers_mut().append("x-trace", format!("in:{tag}"));
         }
+        set_headers(request.headers_mut(), &config.set_request_headers);
         Ok(Action::Continue(request))
     }
 
@@ -60,6 +76,7 @@ impl Filter for TestFilter {
                 .headers_mut()
                 .append("x-trace", format!("out:{tag}"));
         }
+        set_headers(response.headers_mut(), &config.set_response_headers);
         Ok(response)
     }
 }
