@@ -28,6 +28,7 @@ use toml::Spanned;
 
 use crate::config::{EscapedSlashes, ServerConfig};
 use crate::error::GatewayError;
+use crate::router::starts_with_escaped_slash;
 
 /// Headers through which a request claims to have been forwarded.
 const FORWARDED: [HeaderName; 5] = [
@@ -185,13 +186,6 @@ impl From<&ServerConfig> for PathRules {
     }
 }
 
-fn is_escaped_slash(bytes: &[u8]) -> bool {
-    bytes.len() >= 3
-        && bytes[0] == b'%'
-        && ((bytes[1] == b'2' && bytes[2].eq_ignore_ascii_case(&b'f'))
-            || (bytes[1] == b'5' && bytes[2].eq_ignore_ascii_case(&b'c')))
-}
-
 /// A dot segment: `.` or `..`, with any dot written as `%2e` or `%2E`.
 fn dots(segment: &str) -> Option<usize> {
     let mut rest = segment.as_bytes();
@@ -217,7 +211,8 @@ pub fn normalize_path<'p>(path: &'p str, rules: PathRules) -> Result<Cow<'p, str
     }
     let mut out = Cow::Borrowed(path);
     let bytes = path.as_bytes();
-    let escaped = (0..bytes.len()).any(|i| bytes[i] == b'\\' || is_escaped_slash(&bytes[i..]));
+    let escaped =
+        (0..bytes.len()).any(|i| bytes[i] == b'\\' || starts_with_escaped_slash(&bytes[i..]));
     if escaped {
         match rules.escaped_slashes {
             EscapedSlashes::Reject => {
@@ -233,7 +228,7 @@ pub fn normalize_path<'p>(path: &'p str, rules: PathRules) -> Result<Cow<'p, str
                     if bytes[i] == b'\\' {
                         decoded.push('/');
                         i += 1;
-                    } else if is_escaped_slash(&bytes[i..]) {
+                    } else if starts_with_escaped_slash(&bytes[i..]) {
                         decoded.push('/');
                         i += 3;
                     } else {

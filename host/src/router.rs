@@ -360,16 +360,21 @@ pub fn decode_param(s: &str) -> String {
     decoded
 }
 
+/// Whether `bytes` starts with an encoded slash or backslash (`%2F`, `%5C`, any case).
+pub fn starts_with_escaped_slash(bytes: &[u8]) -> bool {
+    matches!(
+        bytes,
+        [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..]
+    )
+}
+
 /// Splits `s` around `%2F`/`%5C` escapes (any case): `Ok(escape)` or `Err(text between)`.
 fn split_keeping_slashes(s: &str) -> Vec<Result<&str, &str>> {
     let bytes = s.as_bytes();
     let mut pieces = Vec::new();
     let (mut start, mut i) = (0, 0);
     while i + 3 <= bytes.len() {
-        let escape = bytes[i] == b'%'
-            && ((bytes[i + 1] == b'2' && bytes[i + 2].eq_ignore_ascii_case(&b'f'))
-                || (bytes[i + 1] == b'5' && bytes[i + 2].eq_ignore_ascii_case(&b'c')));
-        if escape {
+        if starts_with_escaped_slash(&bytes[i..]) {
             pieces.push(Err(&s[start..i]));
             pieces.push(Ok(&s[i..i + 3]));
             i += 3;

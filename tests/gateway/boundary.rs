@@ -284,7 +284,10 @@ async fn an_outbound_call_with_a_huge_header_fails_at_once() {
         reply.text()
     );
     // The harness gives plugins 2 s; the refusal must not wait for it.
-    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
     assert!(up.requests().is_empty(), "the huge header was sent");
     gw.shutdown().await;
 }
