@@ -284,6 +284,7 @@ async fn an_outbound_call_with_a_huge_header_fails_at_once() {
         reply.text()
     );
     // The harness gives plugins 2 s; the refusal must not wait for it.
+    eprintln!("20 MiB outbound header: refused, answered in {took:?}");
     assert!(
         took < Duration::from_millis(1500),
         "answered after {took:?}"
@@ -302,6 +303,7 @@ async fn a_plugin_flooding_its_log_still_answers() {
     let started = Instant::now();
     let reply = get(&gw, "/log-flood").await;
     let took = started.elapsed();
+    eprintln!("log flood (1,100,000 lines): {} in {took:?}", reply.status);
     assert_eq!(
         (reply.status, reply.text().as_str()),
         (StatusCode::OK, "done")
@@ -327,6 +329,7 @@ const SLOW_HEAD: &[u8] =
 /// failures (status or timeout) by request number.
 async fn normal_traffic(gw: &tessera::RunningGateway) -> Vec<(usize, Option<StatusCode>)> {
     let mut failures = Vec::new();
+    let started = Instant::now();
     for n in 0..NORMAL_REQUESTS {
         let status = tokio::time::timeout(Duration::from_secs(5), get(gw, &format!("/hello/{n}")))
             .await
@@ -336,6 +339,11 @@ async fn normal_traffic(gw: &tessera::RunningGateway) -> Vec<(usize, Option<Stat
             failures.push((n, status));
         }
     }
+    eprintln!(
+        "normal traffic beside {SLOW_CLIENTS} slow bodies: {} of {NORMAL_REQUESTS} ok in {:?}",
+        NORMAL_REQUESTS - failures.len(),
+        started.elapsed()
+    );
     failures
 }
 
@@ -412,6 +420,11 @@ async fn a_stalled_request_body_gets_408_and_the_connection_closes() {
         let started = Instant::now();
         conn.send(head).await;
         let reply = conn.read_response().await;
+        eprintln!(
+            "stalled body ({route} route, 300 ms timeout): {} in {:?}",
+            reply.status,
+            started.elapsed()
+        );
         assert_eq!(reply.status, 408, "{route}: {}{}", reply.head, reply.text());
         assert_eq!(
             reply.header("connection"),
