@@ -280,10 +280,11 @@ fn plugin_path(config: &Config, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Every plugin file the config names; an unreadable directory counts as empty (the reload
-/// that follows reports it).
+/// that follows reports it). Quiet: the watcher calls it every poll, and a wrongly named file is
+/// reported when plugins load, not every 200 ms.
 fn plugin_files(config: &Config) -> Vec<PathBuf> {
-    crate::plugin::PluginRegistry::files(config)
-        .map_or_else(|_| Vec::new(), |f| f.into_values().collect())
+    crate::plugin::PluginRegistry::scan(config)
+        .map_or_else(|_| Vec::new(), |(f, _skipped)| f.into_values().collect())
 }
 
 type Signature = BTreeMap<PathBuf, Option<(u64, SystemTime)>>;
@@ -352,6 +353,46 @@ mod tests {
         let mut s = Signature::new();
         s.insert(PathBuf::from("a.wasm"), Some((len, SystemTime::UNIX_EPOCH)));
         s
+    }
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_watcher_does_not_warn_about_a_misnamed_file_on_every_poll() {
+        let dir = std::env::temp_dir().join(format!("tessera-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("not a name.wasm"), b"x").unwrap();
+        std::fs::write(dir.join("good.wasm"), b"x").unwrap();
+        let text = format!("[plugins]\ndirectory = {:?}\n", dir.display().to_string());
+        let config = Config::parse(&text, Path::new("t.toml"), Path::new(".")).unwrap();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let files = tracing::subscriber::with_default(subscriber, || {
+            (0..10).map(|_| plugin_files(&config)).last()
+        });
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(files.unwrap(), vec![dir.join("good.wasm")]);
+        let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        assert!(log.is_empty(), "the watcher's scan logged: {log}");
     }
 
     #[test]

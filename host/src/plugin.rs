@@ -870,7 +870,7 @@ impl PluginInstance {
             match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
                 Ok(Ok(instance)) => instance,
                 Ok(Err(e)) => {
-                    let kind = if is_pool_exhausted(&format!("{e:#}")) {
+                    let kind = if is_pool_exhausted(&e) {
                         PluginFailure::Overloaded
                     } else if e.downcast_ref::<Trap>().is_some() {
                         PluginFailure::Trap
@@ -1027,8 +1027,11 @@ fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
     });
 }
 
-fn is_pool_exhausted(text: &str) -> bool {
-    text.contains("concurrent") && text.contains("limit")
+/// Whether instantiation failed because the pooling allocator is at `plugins.max_instances`
+/// (or another of its concurrency caps): recognised by wasmtime's error type, not its wording.
+fn is_pool_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
@@ -1176,6 +1179,29 @@ mod tests {
             bytes: AtomicUsize::new(0),
             suppressed: AtomicU32::new(0),
         }
+    }
+
+    #[test]
+    fn pool_exhaustion_is_recognised_by_type_not_text() {
+        let lookalike =
+            wasmtime::Error::msg("maximum concurrent limit of 256 for component instances reached");
+        assert!(!is_pool_exhausted(&lookalike));
+
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1)
+            .total_core_instances(1)
+            .total_memories(1)
+            .total_tables(1);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        // `(module (memory 1))`, in binary.
+        let wasm = b"\0asm\x01\0\0\0\x05\x03\x01\x00\x01";
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let _first = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let second = wasmtime::Instance::new(&mut store, &module, &[]).unwrap_err();
+        assert!(is_pool_exhausted(&second), "{second:#}");
     }
 
     #[test]

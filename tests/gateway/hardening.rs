@@ -276,3 +276,59 @@ async fn ambiguous_framing_and_malformed_requests_are_refused_or_normalised() {
     assert_eq!(get(&gw, "/fine").await.status, StatusCode::OK);
     gw.shutdown().await;
 }
+
+/// At `plugins.max_instances` the next plugin request gets 503 `plugin_overloaded` with
+/// `retry-after`, recognised from wasmtime's typed pool error.
+#[tokio::test]
+async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
+    // An upstream that accepts and never answers: each call to it holds its plugin's instance.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+            let _ = arrived.send(());
+        }
+    });
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
+         [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
+         [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n",
+        plugins_section().replace("max_instances = 64", "max_instances = 2")
+    );
+    let gw = tessera::Gateway::new(config(&text))
+        .await
+        .expect("gateway builds")
+        .start()
+        .await
+        .expect("gateway starts");
+    let gw = Arc::new(gw);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let gw = Arc::clone(&gw);
+            tokio::spawn(async move { get(&gw, "/hold").await.status })
+        })
+        .collect();
+    // Both instances are taken once both calls reached the upstream.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("the holding calls reach the upstream");
+    }
+    let reply = get(&gw, "/hello/x").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["error"], "plugin_overloaded");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert_eq!(get(&gw, "/hello/x").await.status, StatusCode::OK);
+}
