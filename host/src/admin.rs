@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::body::{self, Body};
 use crate::config::ServerConfig;
+use crate::error::chain;
 use crate::live::{DeleteError, Live};
 
 /// Largest component the admin API accepts.
@@ -161,10 +162,15 @@ async fn handle(live: &Live, token: &str, req: Request<Body>) -> Response<Body> 
                 StatusCode::OK,
                 &json!({ "reloaded": true, "changed": report.changed }),
             ),
-            Err(e) => json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({ "error": format!("{e:#}") }),
-            ),
+            Err(e) => {
+                let status = if e.is_client_fault() {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    tracing::error!(error = %chain(&e), "config reload failed");
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                json_response(status, &json!({ "error": chain(&e) }))
+            }
         },
         (method, p) if p.starts_with("/admin/plugins/") => {
             let name = p.trim_start_matches("/admin/plugins/").to_owned();
@@ -201,10 +207,15 @@ async fn handle(live: &Live, token: &str, req: Request<Body>) -> Response<Body> 
                             StatusCode::OK,
                             &json!({ "name": p.name(), "version": p.version() }),
                         ),
-                        Err(e) => json_response(
-                            StatusCode::BAD_REQUEST,
-                            &json!({ "error": format!("{e:#}") }),
-                        ),
+                        Err(e) => {
+                            let status = if e.is_client_fault() {
+                                StatusCode::BAD_REQUEST
+                            } else {
+                                tracing::error!(plugin = %name, error = %chain(&e), "plugin upload failed");
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            };
+                            json_response(status, &json!({ "error": chain(&e), "code": e.code() }))
+                        }
                     }
                 }
                 Method::DELETE => match live.delete_plugin(&name).await {

@@ -213,7 +213,7 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
     let (status, code) = err.status();
     match err.source_kind() {
         ErrorSource::Client => tracing::debug!(error = %err, request_id, "rejected request"),
-        _ => tracing::warn!(error = anyhow_chain(err), request_id, "request failed"),
+        _ => tracing::warn!(error = chain(err), request_id, "request failed"),
     }
     let body = serde_json::json!({
         "error": code,
@@ -250,8 +250,8 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
     response
 }
 
-/// The error with its whole source chain, for the log.
-fn anyhow_chain(err: &GatewayError) -> String {
+/// An error with its whole source chain (`a: b: c`), for logs and operator-facing answers.
+pub fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {

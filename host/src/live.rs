@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::plugin::{LoadedPlugin, PluginEngine};
+use crate::plugin::{LoadError, LoadedPlugin, PluginEngine};
 use crate::routes::Runtime;
 
 /// How often the plugin directory and config file are checked.
@@ -68,12 +67,12 @@ impl Live {
     }
 
     /// Re-reads the config file and, if it is valid and its plugins load, serves it.
-    pub async fn reload_config(&self) -> anyhow::Result<ReloadReport> {
+    pub async fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
         let _one = self.reloading.lock().await;
         let path = self
             .config_path
             .as_deref()
-            .context("this gateway was not started from a config file")?;
+            .ok_or(ReloadError::NoConfigFile)?;
         let new = Config::load(path)?;
         let old = self.config();
         if new.server.listen != old.server.listen {
@@ -94,7 +93,7 @@ impl Live {
         let current = self.runtime();
         let runtime = Runtime::build(&new, Arc::clone(&self.engine), Some(&current))
             .await
-            .context("the new config was refused; the previous config keeps serving")?;
+            .map_err(ReloadError::Refused)?;
         let changed = diff(&current, &runtime);
         self.runtime.store(Arc::new(runtime));
         self.config.store(Arc::new(new));
@@ -143,10 +142,10 @@ impl Live {
         &self,
         name: &str,
         bytes: Vec<u8>,
-    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let _one = self.reloading.lock().await;
         if !crate::config::valid_name(name) {
-            bail!("plugin names use letters, digits, '-' and '_' (at most 64)");
+            return Err(LoadError::InvalidName);
         }
         let config = self.config();
         let path = plugin_path(&config, name)?;
@@ -157,7 +156,11 @@ impl Live {
                 .await?,
         );
         plugin.fits(&config.plugin_uses())?;
-        write_atomically(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        write_atomically(&path, &bytes).map_err(|source| LoadError::Io {
+            action: "writing",
+            path: path.clone(),
+            source,
+        })?;
         let current = self.runtime();
         let runtime = Runtime::assemble(
             &config,
@@ -165,7 +168,8 @@ impl Live {
             Arc::clone(&current.upstreams),
             current.plugins.with(Arc::clone(&plugin)),
             Some(&current),
-        )?;
+        )
+        .map_err(LoadError::Internal)?;
         self.runtime.store(Arc::new(runtime));
         tracing::info!(plugin = %name, version = %plugin.version(), file = %path.display(), "plugin uploaded and serving");
         Ok(plugin)
@@ -187,7 +191,7 @@ impl Live {
         if !users.is_empty() {
             return Err(DeleteError::InUse(users));
         }
-        let path = plugin_path(&config, name).map_err(DeleteError::Other)?;
+        let path = plugin_path(&config, name).map_err(|e| DeleteError::Other(e.into()))?;
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -226,7 +230,7 @@ impl Live {
                     && config.changed(signature(live.config_path.as_slice()))
                     && let Err(e) = live.reload_config().await
                 {
-                    tracing::error!(error = %format!("{e:#}"), "config reload refused");
+                    tracing::error!(error = %crate::error::chain(&e), "config reload refused");
                 }
                 let files = plugin_files(&live.config());
                 if plugins.changed(signature(&files)) {
@@ -237,6 +241,36 @@ impl Live {
                 }
             }
         })
+    }
+}
+
+/// Why a config reload was refused; the previous config keeps serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The gateway was built from a config value, not a file.
+    #[error("this gateway was not started from a config file")]
+    NoConfigFile,
+    /// The file could not be read, parsed or validated.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The config is valid but its plugins or routes could not be built.
+    #[error("the new config was refused; the previous config keeps serving")]
+    Refused(#[source] anyhow::Error),
+}
+
+impl ReloadError {
+    /// Whether the config (the operator's input) is at fault (4xx), rather than the server:
+    /// an unreadable file or a plugin file that cannot be read is the server's (5xx).
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            Self::NoConfigFile => true,
+            Self::Config(e) => !matches!(e, crate::config::ConfigError::Read { .. }),
+            Self::Refused(e) => e
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<LoadError>())
+                .is_none_or(LoadError::is_client_fault),
+        }
     }
 }
 
@@ -269,13 +303,13 @@ fn diff(old: &Runtime, new: &Runtime) -> Vec<String> {
 }
 
 /// Where plugin `name` lives: its `plugins.files` entry, else `<directory>/<name>.wasm`.
-fn plugin_path(config: &Config, name: &str) -> anyhow::Result<PathBuf> {
+fn plugin_path(config: &Config, name: &str) -> Result<PathBuf, LoadError> {
     if let Some(path) = config.plugins.files.get(name) {
         return Ok(config.resolve(path));
     }
     match &config.plugins.directory {
         Some(dir) => Ok(config.resolve(dir).join(format!("{name}.wasm"))),
-        None => bail!("plugins.directory is not set, so there is nowhere to keep plugin `{name}`"),
+        None => Err(LoadError::NoDirectory(name.to_owned())),
     }
 }
 

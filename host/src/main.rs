@@ -111,7 +111,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     while hup.recv().await.is_some() {
                         tracing::info!("SIGHUP: reloading the config");
                         if let Err(e) = live.reload_config().await {
-                            tracing::error!(error = %format!("{e:#}"), "config reload refused");
+                            tracing::error!(error = %tessera::error::chain(&e), "config reload refused");
                         }
                     }
                 });

@@ -76,6 +76,71 @@ impl CallLimits {
     }
 }
 
+/// Why a plugin could not be loaded (from a file, the admin API or a reload). Client faults
+/// (what was uploaded or configured is wrong) and server faults (the disk, the gateway) are told
+/// apart by [`LoadError::is_client_fault`], so the admin API can answer 4xx or 5xx.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly component (the file does not start with the component header)")]
+    NotAComponent,
+    /// A core module, not a component.
+    #[error("this is a core wasm module, not a component; build the plugin for wasm32-wasip2")]
+    CoreModule,
+    /// A component that does not validate or compile.
+    #[error("the component could not be compiled")]
+    Compile(#[source] anyhow::Error),
+    /// It imports something the gateway does not provide.
+    #[error("the component imports something the gateway does not provide")]
+    MissingImports(#[source] anyhow::Error),
+    /// It does not export the world a route needs (or neither world).
+    #[error("{0}")]
+    WrongWorld(String),
+    /// The plugin name is not a valid name.
+    #[error("plugin names use letters, digits, '-' and '_' (at most 64)")]
+    InvalidName,
+    /// There is nowhere to keep an uploaded plugin.
+    #[error("plugins.directory is not set, so there is nowhere to keep plugin `{0}`")]
+    NoDirectory(String),
+    /// Reading or writing a plugin file failed.
+    #[error("{action} {path}")]
+    Io {
+        /// `reading` or `writing`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gateway failed (a compiler thread died, the routing table could not be rebuilt).
+    #[error("internal error while loading the plugin")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl LoadError {
+    /// Whether the uploader or the config is at fault (4xx), rather than the server (5xx).
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(self, Self::Io { .. } | Self::Internal(_))
+    }
+
+    /// A stable machine-readable name of the variant, for API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAComponent => "not_a_component",
+            Self::CoreModule => "core_module",
+            Self::Compile(_) => "compile",
+            Self::MissingImports(_) => "missing_imports",
+            Self::WrongWorld(_) => "wrong_world",
+            Self::InvalidName => "invalid_name",
+            Self::NoDirectory(_) => "no_directory",
+            Self::Io { .. } => "io",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
 /// How often the epoch advances; the granularity of plugin deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -180,7 +245,7 @@ impl PluginEngine {
         name: &str,
         bytes: Vec<u8>,
         cache_dir: Option<&Path>,
-    ) -> anyhow::Result<LoadedPlugin> {
+    ) -> Result<LoadedPlugin, LoadError> {
         let digest = Sha256::digest(&bytes);
         let version = hex(&digest[..6]);
         let this = Arc::clone(self);
@@ -193,18 +258,17 @@ impl PluginEngine {
         });
         let component = tokio::task::spawn_blocking(move || this.compile(&bytes, cache.as_deref()))
             .await
-            .context("compiler thread failed")??;
+            .map_err(|e| LoadError::Internal(anyhow::Error::new(e).context("compiler thread")))??;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the component imports something the gateway does not provide")?;
+            .map_err(|e| LoadError::MissingImports(e.into()))?;
         let filter = request_filter::GuestIndices::new(&pre).ok();
         let handler = request_handler::GuestIndices::new(&pre).ok();
         if filter.is_none() && handler.is_none() {
-            bail!(
-                "the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler"
-            );
+            return Err(LoadError::WrongWorld(
+                "the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler".into(),
+            ));
         }
         Ok(LoadedPlugin {
             name: name.to_owned(),
@@ -227,15 +291,11 @@ impl PluginEngine {
         h.finish()
     }
 
-    fn compile(&self, bytes: &[u8], cache: Option<&Path>) -> anyhow::Result<Component> {
+    fn compile(&self, bytes: &[u8], cache: Option<&Path>) -> Result<Component, LoadError> {
         match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => bail!(
-                "this is a core wasm module, not a component; build the plugin for wasm32-wasip2"
-            ),
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => bail!(
-                "not a WebAssembly component (the file does not start with the component header)"
-            ),
+            _ => return Err(LoadError::NotAComponent),
         }
         if let Some(path) = cache
             && let Some(component) = self.read_cache(path)
@@ -243,8 +303,7 @@ impl PluginEngine {
             return Ok(component);
         }
         let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("compiling the component")?;
+            .map_err(|e| LoadError::Compile(anyhow::Error::from(e)))?;
         if let Some(path) = cache
             && let Err(e) = write_cache(path, &component)
         {
@@ -391,10 +450,10 @@ impl LoadedPlugin {
     }
 
     /// Checks this component against every route use of its name (from `Config::plugin_uses`).
-    pub fn fits(&self, uses: &[(&str, PluginUse)]) -> anyhow::Result<()> {
+    pub fn fits(&self, uses: &[(&str, PluginUse)]) -> Result<(), LoadError> {
         for (used, usage) in uses {
             if *used == self.name && !self.supports(*usage) {
-                bail!("{}", wrong_world(&self.name, *usage));
+                return Err(LoadError::WrongWorld(wrong_world(&self.name, *usage)));
             }
         }
         Ok(())
@@ -443,8 +502,14 @@ async fn load_file(
     path: &Path,
     cache_dir: Option<&Path>,
     reuse: Option<&PluginRegistry>,
-) -> anyhow::Result<Arc<LoadedPlugin>> {
-    let bytes = tokio::fs::read(path).await.context("reading the file")?;
+) -> Result<Arc<LoadedPlugin>, LoadError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Io {
+            action: "reading",
+            path: path.to_owned(),
+            source,
+        })?;
     if let Some(old) = reuse.and_then(|r| r.get(name))
         && Sha256::digest(&bytes).as_slice() == old.digest()
     {
@@ -1179,6 +1244,26 @@ mod tests {
             bytes: AtomicUsize::new(0),
             suppressed: AtomicU32::new(0),
         }
+    }
+
+    #[tokio::test]
+    async fn load_errors_say_what_is_wrong_and_whose_fault_it_is() {
+        let engine = Arc::new(PluginEngine::new(&PluginsConfig::default()).unwrap());
+        let load = |bytes: &[u8]| engine.load("p", bytes.to_vec(), None);
+        let garbage = load(b"\x00\x01not wasm").await.unwrap_err();
+        assert!(matches!(garbage, LoadError::NotAComponent), "{garbage:?}");
+        let core = load(b"\0asm\x01\0\0\0").await.unwrap_err();
+        assert!(matches!(core, LoadError::CoreModule), "{core:?}");
+        // A component header followed by nonsense.
+        let broken = load(b"\0asm\x0d\0\x01\0\xff\xff").await.unwrap_err();
+        assert!(matches!(broken, LoadError::Compile(_)), "{broken:?}");
+        assert!(garbage.is_client_fault() && core.is_client_fault() && broken.is_client_fault());
+        let io = LoadError::Io {
+            action: "writing",
+            path: "/x".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert!(!io.is_client_fault());
     }
 
     #[test]

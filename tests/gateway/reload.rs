@@ -196,25 +196,18 @@ async fn rejected_plugins_change_nothing() {
     .await;
     let unknown = std::fs::read(plugin("tessera-test-unknown-import")).unwrap();
     let filter = std::fs::read(plugin("tessera-plugin-headers")).unwrap();
+    // Each refusal names its kind in `code` (the variant of the host's typed load error).
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "random bytes",
             b"\x00\x01garbage that is not wasm".to_vec(),
-            "not a WebAssembly component",
+            "not_a_component",
         ),
-        (
-            "a core module",
-            b"\0asm\x01\0\0\0".to_vec(),
-            "core wasm module",
-        ),
-        ("a filter where a handler is needed", filter, "as a handler"),
-        (
-            "unknown imports",
-            unknown,
-            "imports something the gateway does not provide",
-        ),
+        ("a core module", b"\0asm\x01\0\0\0".to_vec(), "core_module"),
+        ("a filter where a handler is needed", filter, "wrong_world"),
+        ("unknown imports", unknown, "missing_imports"),
     ];
-    for (what, bytes, reason) in &cases {
+    for (what, bytes, code) in &cases {
         let reply = admin(
             &gw,
             Method::PUT,
@@ -229,7 +222,7 @@ async fn rejected_plugins_change_nothing() {
             "{what}: {}",
             reply.text()
         );
-        assert!(reply.text().contains(reason), "{what}: {}", reply.text());
+        assert_eq!(reply.json()["code"], *code, "{what}: {}", reply.text());
         assert_eq!(
             answered_by(&get(&gw, "/v").await).as_deref(),
             Some("a"),
@@ -241,6 +234,27 @@ async fn rejected_plugins_change_nothing() {
         version("a"),
         "a refused upload touched the file"
     );
+
+    // A valid component that cannot be written (its file's place is taken by a non-empty
+    // directory) is the server's fault: 500, not 400.
+    let blocked = scratch.plugins().join("w.wasm");
+    std::fs::create_dir_all(blocked.join("occupied")).unwrap();
+    let reply = admin(
+        &gw,
+        Method::PUT,
+        "/admin/plugins/w",
+        Some(TOKEN),
+        version("b"),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["code"], "io", "{}", reply.text());
+    std::fs::remove_dir_all(&blocked).unwrap();
 
     // The same through the watched directory: refused with a log line, version a keeps serving.
     for (what, bytes, _) in cases {
@@ -336,6 +350,18 @@ async fn config_reload_adds_and_removes_routes_under_load_and_refuses_bad_config
     let reply = admin(&gw, Method::POST, "/admin/reload", Some(TOKEN), Vec::new()).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.text().contains("server2"), "{}", reply.text());
+
+    // A config file that cannot be read is the server's fault, not the caller's: 500.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let reply = admin(&gw, Method::POST, "/admin/reload", Some(TOKEN), Vec::new()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    std::fs::remove_dir(&path).unwrap();
 
     write_config(&path, &base);
     wait_for(&gw, "/new", StatusCode::NOT_FOUND).await;
