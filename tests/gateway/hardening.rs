@@ -156,11 +156,21 @@ async fn slow_and_idle_connections_are_closed() {
 
 #[tokio::test]
 async fn capacity_caps_answer_503_with_retry_after() {
-    let slow = upstream(|_| async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        Response::new(full("slow"))
+    // The upstream says when a request reached it, so the test knows what is in flight.
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let slow = upstream(move |_| {
+        let _ = arrived.send(());
+        async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Response::new(full("slow"))
+        }
     })
     .await;
+    let arrival = async |arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<()>| {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("a request reaches the upstream");
+    };
     let routes = format!(
         "[upstreams.slow]\ntargets = [\"{slow}\"]\n[[routes]]\npath = \"/slow\"\nupstream = \"slow\"\n"
     );
@@ -171,7 +181,7 @@ async fn capacity_caps_answer_503_with_retry_after() {
         let gw = Arc::clone(&gw);
         tokio::spawn(async move { get(&gw, "/slow").await.status })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    arrival(&mut arrivals).await;
     let reply = get(&gw, "/slow").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -182,6 +192,7 @@ async fn capacity_caps_answer_503_with_retry_after() {
         "capacity comes back"
     );
     Arc::try_unwrap(gw).unwrap().shutdown().await;
+    arrival(&mut arrivals).await; // the request that showed capacity came back
 
     // Connections: two held open, the third is answered 503 and closed.
     let gw = gateway_with(
@@ -189,13 +200,19 @@ async fn capacity_caps_answer_503_with_retry_after() {
         &routes,
     )
     .await;
-    let _a = tokio::net::TcpStream::connect(gw.local_addr())
-        .await
-        .unwrap();
-    let _b = tokio::net::TcpStream::connect(gw.local_addr())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two connections the gateway serves: each has a request at the upstream.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(gw.local_addr())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        arrival(&mut arrivals).await;
+        held.push(stream);
+    }
     let raw = raw_exchange(
         &gw,
         b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n",

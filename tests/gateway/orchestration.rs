@@ -216,8 +216,18 @@ async fn per_call_timeout_and_call_caps() {
     gw.shutdown().await;
 }
 
-/// An upstream that reads a request, never answers, and reports when the gateway hangs up.
-async fn hanging_upstream() -> (SocketAddr, tokio::sync::mpsc::Receiver<Instant>) {
+/// What a [`hanging_upstream`] reports.
+#[derive(Debug)]
+enum Hang {
+    /// A request arrived (the call is in flight).
+    Arrived,
+    /// The gateway hung up, at this instant.
+    Closed(Instant),
+}
+
+/// An upstream that reads a request, never answers, and reports when a request arrives and when
+/// the gateway hangs up.
+async fn hanging_upstream() -> (SocketAddr, tokio::sync::mpsc::Receiver<Hang>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -226,11 +236,16 @@ async fn hanging_upstream() -> (SocketAddr, tokio::sync::mpsc::Receiver<Instant>
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
+                let mut arrived = false;
                 loop {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => {
-                            let _ = tx.send(Instant::now()).await;
+                            let _ = tx.send(Hang::Closed(Instant::now())).await;
                             return;
+                        }
+                        Ok(_) if !arrived => {
+                            arrived = true;
+                            let _ = tx.send(Hang::Arrived).await;
                         }
                         Ok(_) => {}
                     }
@@ -243,7 +258,7 @@ async fn hanging_upstream() -> (SocketAddr, tokio::sync::mpsc::Receiver<Instant>
 
 #[tokio::test]
 async fn client_disconnect_cancels_outbound_calls() {
-    let (hang, mut closed) = hanging_upstream().await;
+    let (hang, mut events) = hanging_upstream().await;
     let gw = gateway(&format!(
         "{}{}{}",
         upstreams(&[("hang", hang)]),
@@ -263,16 +278,24 @@ async fn client_disconnect_cancels_outbound_calls() {
             .write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The calls are in flight once each has reached the upstream.
+        for _ in 0..calls {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{path}: the call never reached the upstream"));
+            assert!(matches!(event, Some(Hang::Arrived)), "{path}: {event:?}");
+        }
         let hung_up = Instant::now();
         drop(client);
         for _ in 0..calls {
-            let seen = tokio::time::timeout(Duration::from_secs(1), closed.recv())
+            let event = tokio::time::timeout(Duration::from_secs(1), events.recv())
                 .await
                 .unwrap_or_else(|_| {
                     panic!("{path}: the upstream connection stayed open after the client left")
-                })
-                .unwrap();
+                });
+            let Some(Hang::Closed(seen)) = event else {
+                panic!("{path}: expected the connection to close, got {event:?}");
+            };
             assert!(seen >= hung_up);
         }
     }

@@ -33,9 +33,13 @@ async fn serves_http2_cleartext() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
-    let up = upstream(|_| async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Response::new(full("finished"))
+    let (arrived, mut arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = upstream(move |_| {
+        let _ = arrived.send(());
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Response::new(full("finished"))
+        }
     })
     .await;
     let gw = gateway(&format!(
@@ -53,7 +57,10 @@ async fn shutdown_lets_in_flight_requests_finish() {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, body)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the request has reached the upstream.
+    tokio::time::timeout(Duration::from_secs(10), arrival.recv())
+        .await
+        .expect("the request reaches the upstream");
     gw.shutdown().await;
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
