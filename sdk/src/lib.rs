@@ -68,7 +68,10 @@ pub trait Handler {
 /// The route's configuration for this plugin (`config = { ... }` in `tessera.toml`).
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
     let json = host::config();
-    serde_json::from_str(&json).map_err(|e| Error::internal(format!("invalid plugin config: {e}")))
+    serde_json::from_str(&json).map_err(|e| {
+        Error::internal("the plugin is misconfigured")
+            .with_detail(format!("invalid plugin config: {e}"))
+    })
 }
 
 /// Facts about the request being served.

@@ -47,7 +47,11 @@ async fn order_details_merges_four_services() {
 
     let reply = get(&gw, "/api/orders/4242").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(reply.json(), json!({"error": "order 4242 not found"}));
+    let id = reply.header("x-request-id").unwrap().to_owned();
+    assert_eq!(
+        reply.json(),
+        json!({"error": "not_found", "message": "order 4242 not found", "request_id": id})
+    );
     gw.shutdown().await;
 }
 
