@@ -23,7 +23,7 @@ use crate::error::{self, GatewayError, PluginFailure};
 use crate::headers::{self, Framing};
 use crate::plugin::CallLimits;
 use crate::plugin::{CallContext, PluginInstance};
-use crate::routes::{RouteEntry, RoutePlugin, Runtime, Target};
+use crate::runtime::{RouteEntry, RoutePlugin, Runtime, Target};
 
 /// What the host imports need to know about the request, shared by every plugin call in it.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@
 //! [`router`] (method + path) → [`chain`] (filters in, target, filters out) → [`plugin`]
 //! (instances, limits, host imports) / [`upstream`] (proxy, LB, timeouts) → [`error`] (every
 //! failure becomes a response in one function). [`headers`] holds the one rule for headers a
-//! plugin hands back; [`ids`] the request id and trace context.
+//! plugin hands back; [`ids`] the request id and trace context. [`runtime`] is the live routing
+//! table the router's matches index into (routes resolved against upstreams and loaded plugins),
+//! and [`live`] swaps it on reload.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -35,7 +37,7 @@ pub mod live;
 pub mod outbound;
 pub mod plugin;
 pub mod router;
-pub mod routes;
+pub mod runtime;
 pub mod server;
 pub mod upstream;
 

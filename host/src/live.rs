@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::plugin::{LoadError, LoadedPlugin, PluginEngine};
-use crate::routes::Runtime;
+use crate::runtime::Runtime;
 
 /// How often the plugin directory and config file are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

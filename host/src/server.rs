@@ -26,7 +26,7 @@ use crate::error::{self, GatewayError};
 use crate::ids::{self, REQUEST_ID, TRACEPARENT};
 use crate::live::Live;
 use crate::router::RouteMiss;
-use crate::routes::Runtime;
+use crate::runtime::Runtime;
 
 /// Serves the live runtime on `listener` until `shutdown` turns true, then stops accepting and
 /// waits up to `server.shutdown_grace_ms` for in-flight requests.
