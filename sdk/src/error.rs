@@ -126,7 +126,7 @@ impl Error {
             502 => "upstream_unavailable",
             503 => "unavailable",
             504 => "upstream_timeout",
-            400..=499 => "client_error",
+            status if status < 500 => "client_error",
             _ => "server_error",
         }
     }
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn errors_answer_the_gateways_shape_and_keep_detail_in_the_log() {
-        let host = MockHost::new().request_id_value("req-7");
+        let host = MockHost::new().request_id("req-7");
         let response = host.run(|| {
             Error::from(crate::http::HttpError::ConnectionFailed(
                 "http://users.internal:8080/v1 refused".into(),

@@ -70,10 +70,10 @@ mod imp {
         with_mock(|m| m.params())
     }
     pub fn request_id() -> String {
-        with_mock(|m| m.request_id())
+        with_mock(|m| m.current_request_id())
     }
     pub fn route() -> String {
-        with_mock(|m| m.route())
+        with_mock(|m| m.current_route())
     }
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
         with_mock(|m| {

@@ -13,7 +13,7 @@
 //! impl Handler for Hello {
 //!     fn handle(_request: Request) -> Result<Response, Error> {
 //!         let name = context::param("name").unwrap_or_else(|| "world".to_owned());
-//!         Ok(Response::json(200, &serde_json::json!({ "hello": name }))?)
+//!         Ok(Response::json(200, &serde_json::json!({ "hello": name })))
 //!     }
 //! }
 //!
@@ -102,6 +102,11 @@ pub mod context {
 /// Logging into the gateway's log, tagged with the plugin and request id.
 pub mod log {
     use crate::host::{self, Level};
+
+    /// Logs at trace level.
+    pub fn trace(message: impl AsRef<str>) {
+        host::log(Level::Trace, message.as_ref());
+    }
 
     /// Logs at debug level.
     pub fn debug(message: impl AsRef<str>) {

@@ -194,8 +194,13 @@ impl Request {
         self.body = Some(body.into());
     }
 
+    /// The body as text (invalid UTF-8 replaced); empty when there is none.
+    pub fn text_body(&self) -> String {
+        String::from_utf8_lossy(self.body.as_deref().unwrap_or_default()).into_owned()
+    }
+
     /// The body parsed as JSON; a missing or malformed body is a 400 error.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    pub fn json_body<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let body = self.body.as_deref().unwrap_or_default();
         serde_json::from_slice(body).map_err(|e| Error::new(400, format!("invalid JSON body: {e}")))
     }
@@ -273,13 +278,18 @@ impl Response {
             .with_body(text.into())
     }
 
-    /// An `application/json` response holding `value`.
-    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Result<Self, Error> {
-        let body = serde_json::to_vec(value)
-            .map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))?;
-        Ok(Self::new(status)
-            .with_header("content-type", "application/json")
-            .with_body(body))
+    /// An `application/json` response holding `value`. A value that cannot be encoded (a map
+    /// with non-string keys, a failing `Serialize`) gives the 500 error response instead, with the
+    /// reason in the log.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Self::new(status)
+                .with_header("content-type", "application/json")
+                .with_body(body),
+            Err(e) => Error::internal("the plugin could not encode its answer")
+                .with_detail(format!("cannot encode JSON: {e}"))
+                .into_response(),
+        }
     }
 
     /// Builder-style: adds a header.
@@ -392,11 +402,14 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let r = Response::json(201, &serde_json::json!({"a": 1})).unwrap();
+        let r = Response::json(201, &serde_json::json!({"a": 1}));
         assert_eq!(r.header("content-type"), Some("application/json"));
         let v: serde_json::Value = r.json_body().unwrap();
         assert_eq!(v["a"], 1);
         let bad = Request::new("POST", "/").with_body("{");
-        assert_eq!(bad.json::<serde_json::Value>().unwrap_err().status(), 400);
+        assert_eq!(
+            bad.json_body::<serde_json::Value>().unwrap_err().status(),
+            400
+        );
     }
 }

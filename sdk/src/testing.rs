@@ -115,13 +115,13 @@ impl MockHost {
     }
 
     /// The request id.
-    pub fn request_id_value(self, id: &str) -> Self {
+    pub fn request_id(self, id: &str) -> Self {
         self.state.borrow_mut().request_id = id.to_owned();
         self
     }
 
     /// The matched route pattern.
-    pub fn route_pattern(self, pattern: &str) -> Self {
+    pub fn route(self, pattern: &str) -> Self {
         self.state.borrow_mut().route = pattern.to_owned();
         self
     }
@@ -234,11 +234,11 @@ impl MockHost {
         self.state.borrow().params.clone()
     }
 
-    pub(crate) fn request_id(&self) -> String {
+    pub(crate) fn current_request_id(&self) -> String {
         self.state.borrow().request_id.clone()
     }
 
-    pub(crate) fn route(&self) -> String {
+    pub(crate) fn current_route(&self) -> String {
         self.state.borrow().route.clone()
     }
 

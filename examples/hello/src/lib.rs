@@ -41,7 +41,7 @@ impl Handler for Hello {
         let config: Config = tessera_sdk::config()?;
         let name = match context::param("name") {
             Some(name) => name,
-            None if request.method() == "POST" => request.json::<Body>()?.name,
+            None if request.method() == "POST" => request.json_body::<Body>()?.name,
             None => request
                 .query_param("name")
                 .unwrap_or_else(|| "world".to_owned()),
@@ -50,14 +50,14 @@ impl Handler for Hello {
             return Err(Error::bad_request("name is longer than 100 characters"));
         }
         log::info(format!("greeting {name}"));
-        Response::json(
+        Ok(Response::json(
             200,
             &serde_json::json!({
                 "message": format!("{}, {name}!", config.greeting),
                 "request_id": context::request_id(),
                 "route": context::route(),
             }),
-        )
+        ))
     }
 }
 
@@ -73,7 +73,7 @@ mod tests {
         let host = MockHost::new()
             .config(serde_json::json!({ "greeting": "Hi" }))
             .param("name", "ada")
-            .route_pattern("/hello/{name}");
+            .route("/hello/{name}");
         let response = host.handle::<Hello>(Request::new("GET", "/hello/ada"));
         assert_eq!(response.status(), 200);
         let body: serde_json::Value = response.json_body().unwrap();

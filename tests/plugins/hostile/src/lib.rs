@@ -89,7 +89,10 @@ impl Handler for Hostile {
                     .iter()
                     .filter(|r| matches!(r, Err(http::HttpError::LimitExceeded(_))))
                     .count();
-                Response::json(200, &serde_json::json!({ "ok": ok, "limited": limited }))
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "ok": ok, "limited": limited }),
+                ))
             }
             "disguised" => {
                 let errors: Vec<String> = config
@@ -100,7 +103,7 @@ impl Handler for Hostile {
                         Err(e) => format!("{e:?}"),
                     })
                     .collect();
-                Response::json(200, &errors)
+                Ok(Response::json(200, &errors))
             }
             "wait-forever" => {
                 let r = http::get("http://target/").send()?;

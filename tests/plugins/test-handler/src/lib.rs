@@ -57,11 +57,14 @@ impl Handler for TestHandler {
                     std::hint::black_box(&hoard);
                 }
             }
-            "call" => Response::json(200, &report(outgoing(&config, &config.url).send())),
+            "call" => Ok(Response::json(
+                200,
+                &report(outgoing(&config, &config.url).send()),
+            )),
             "fan-out" => {
                 let results = http::send_all(config.urls.iter().map(|u| outgoing(&config, u)));
                 let reports: Vec<_> = results.into_iter().map(report).collect();
-                Response::json(200, &reports)
+                Ok(Response::json(200, &reports))
             }
             "start" => {
                 let pending: Vec<_> = config
@@ -70,12 +73,15 @@ impl Handler for TestHandler {
                     .map(|u| outgoing(&config, u).start())
                     .collect();
                 let reports: Vec<_> = http::join_all(pending).into_iter().map(report).collect();
-                Response::json(200, &reports)
+                Ok(Response::json(200, &reports))
             }
             "chain" => {
                 let first = outgoing(&config, &config.urls[0]).send()?;
                 let next = format!("{}{}", config.urls[1], first.text_body());
-                Response::json(200, &report(outgoing(&config, &next).send()))
+                Ok(Response::json(
+                    200,
+                    &report(outgoing(&config, &next).send()),
+                ))
             }
             "bad-header" => Ok(Response::new(200).with_header("x-evil", "a\r\nset-cookie: x=1")),
             "print" => {
@@ -89,7 +95,7 @@ impl Handler for TestHandler {
                     .iter()
                     .map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned()))
                     .collect();
-                Response::json(
+                Ok(Response::json(
                     200,
                     &serde_json::json!({
                         "method": request.method(),
@@ -99,7 +105,7 @@ impl Handler for TestHandler {
                         "headers": headers,
                         "body_len": request.body().map_or(0, <[u8]>::len),
                     }),
-                )
+                ))
             }
         }
     }

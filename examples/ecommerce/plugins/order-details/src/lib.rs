@@ -58,7 +58,7 @@ impl Handler for OrderDetails {
         let user = errors.part("user", next(&mut results).map(|u| public_user(&u)));
         let store = errors.part("store", next(&mut results).map(|s| store_summary(&s)));
         let products = errors.products(&product_ids, results);
-        Response::json(
+        Ok(Response::json(
             200,
             &json!({
                 "order": order.to_json(&products),
@@ -66,7 +66,7 @@ impl Handler for OrderDetails {
                 "store": store,
                 "errors": errors.into_json(),
             }),
-        )
+        ))
     }
 }
 
@@ -92,7 +92,7 @@ mod tests {
     use tessera_sdk::testing::MockHost;
 
     fn ok(value: serde_json::Value) -> Response {
-        Response::json(200, &value).unwrap()
+        Response::json(200, &value)
     }
 
     fn host_with_order() -> MockHost {
@@ -152,7 +152,7 @@ mod tests {
         let host = MockHost::new().param("id", "42").respond(
             "GET",
             "http://orders/orders/42",
-            Response::json(404, &json!({"error": "no"})).unwrap(),
+            Response::json(404, &json!({"error": "no"})),
         );
         let response = host.handle::<OrderDetails>(Request::new("GET", "/api/orders/42"));
         assert_eq!(response.status(), 404);

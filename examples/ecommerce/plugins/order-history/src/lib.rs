@@ -80,10 +80,10 @@ impl Handler for OrderHistory {
         );
         let products = errors.products(&product_ids, results);
         let orders: Vec<Value> = orders.iter().map(|o| o.to_json(&products)).collect();
-        Response::json(
+        Ok(Response::json(
             200,
             &json!({ "user": user, "orders": orders, "errors": errors.into_json() }),
-        )
+        ))
     }
 }
 
@@ -97,7 +97,7 @@ mod tests {
     use tessera_sdk::testing::MockHost;
 
     fn ok(value: Value) -> Response {
-        Response::json(200, &value).unwrap()
+        Response::json(200, &value)
     }
 
     fn host() -> MockHost {
@@ -173,7 +173,7 @@ mod tests {
             .respond(
                 "GET",
                 "http://users/users/9",
-                Response::json(404, &json!({})).unwrap(),
+                Response::json(404, &json!({})),
             )
             .respond("GET", "http://orders/orders?user_id=9", ok(json!([])));
         assert_eq!(
