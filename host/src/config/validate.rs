@@ -1,0 +1,409 @@
+//! Checks a parsed config beyond what its types say (limits at least 1, names, targets, routes
+//! that conflict, plugins and upstreams that exist), naming the key and line of what is wrong.
+
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::{
+    ADMIN_TOKEN_ENV, CanaryConfig, Config, ConfigError, EntryLimits, PluginEntry, valid_name,
+};
+
+/// Validates a parsed config against its source text, whose spans give the line of a key.
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .lines()
+            .count()
+            .max(1)
+    }
+
+    fn err<T>(
+        &self,
+        span_start: usize,
+        key: String,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line: if span_start == usize::MAX {
+                0
+            } else {
+                self.line(span_start + 1)
+            },
+            key,
+            message: message.into(),
+        })
+    }
+
+    pub(super) fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if let Some(admin) = &config.admin
+            && admin.effective_token().is_none()
+        {
+            return self.err(
+                usize::MAX,
+                "admin.token".into(),
+                format!("the admin API needs a token: set admin.token or {ADMIN_TOKEN_ENV}"),
+            );
+        }
+        if config.server.max_connections == 0 {
+            return self.err(
+                usize::MAX,
+                "server.max_connections".into(),
+                "must be at least 1",
+            );
+        }
+        for (i, proxy) in config.server.trusted_proxies.iter().enumerate() {
+            if let Err(message) = crate::edge::parse_cidr(proxy.get_ref()) {
+                return self.err(
+                    proxy.span().start,
+                    format!("server.trusted_proxies[{i}]"),
+                    message,
+                );
+            }
+        }
+        for (key, value) in [
+            (
+                "server.body_read_timeout_ms",
+                config.server.body_read_timeout_ms,
+            ),
+            (
+                "server.body_buffer_timeout_ms",
+                config.server.body_buffer_timeout_ms,
+            ),
+            (
+                "server.header_read_timeout_ms",
+                config.server.header_read_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return self.err(usize::MAX, key.into(), "must be at least 1");
+            }
+        }
+        if config
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.max_connections == 0)
+        {
+            return self.err(
+                usize::MAX,
+                "admin.max_connections".into(),
+                "must be at least 1",
+            );
+        }
+        if config.plugins.max_instances == 0 {
+            return self.err(
+                usize::MAX,
+                "plugins.max_instances".into(),
+                "must be at least 1",
+            );
+        }
+        if config.plugins.limits.max_in_flight == 0 {
+            return self.err(
+                usize::MAX,
+                "plugins.limits.max_in_flight".into(),
+                "must be at least 1",
+            );
+        }
+        if config.plugins.limits.timeout_ms == 0 {
+            return self.err(
+                usize::MAX,
+                "plugins.limits.timeout_ms".into(),
+                "must be at least 1",
+            );
+        }
+        if config.plugins.limits.memory_bytes < 64 * 1024 {
+            return self.err(
+                usize::MAX,
+                "plugins.limits.memory_bytes".into(),
+                "must be at least 65536 (one wasm page)",
+            );
+        }
+        for name in config.plugins.files.keys() {
+            if !valid_name(name) {
+                return self.err(
+                    usize::MAX,
+                    format!("plugins.files.{name}"),
+                    "plugin names use letters, digits, '-' and '_'",
+                );
+            }
+        }
+        for (name, upstream) in &config.upstreams {
+            let key = format!("upstreams.{name}");
+            if !valid_name(name) {
+                return self.err(
+                    usize::MAX,
+                    key,
+                    "upstream names use letters, digits, '-' and '_'",
+                );
+            }
+            if upstream.targets.is_empty() {
+                return self.err(
+                    usize::MAX,
+                    format!("{key}.targets"),
+                    "needs at least one target",
+                );
+            }
+            for t in &upstream.targets {
+                if let Err(m) = crate::upstream::parse_target(t.get_ref()) {
+                    return self.err(t.span().start, format!("{key}.targets"), m);
+                }
+            }
+            if upstream.connect_timeout_ms == 0
+                || upstream.response_timeout_ms == 0
+                || upstream.read_timeout_ms == 0
+            {
+                return self.err(usize::MAX, key, "timeouts must be at least 1 ms");
+            }
+        }
+        let mut table = crate::router::RouterBuilder::default();
+        for (i, route) in config.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let mut methods = Vec::new();
+            for m in &route.methods {
+                match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => methods.push(method),
+                    Err(_) => {
+                        return self.err(
+                            m.span().start,
+                            format!("{key}.methods"),
+                            format!("`{}` is not an HTTP method", m.get_ref()),
+                        );
+                    }
+                }
+            }
+            if let Err(m) = table.insert(route.path.get_ref(), &methods, i) {
+                return self.err(
+                    route.path.span().start,
+                    format!("{key}.path"),
+                    m.to_string(),
+                );
+            }
+            match (&route.upstream, &route.handler) {
+                (Some(_), Some(h)) => {
+                    return self.err(
+                        h.plugin.span().start,
+                        key,
+                        "has both `upstream` and `handler`; a route has one target",
+                    );
+                }
+                (None, None) => {
+                    return self.err(route.path.span().start, key, "needs a target: `upstream = \"name\"` or `handler = { plugin = \"name\" }`");
+                }
+                (Some(u), None) => self.check_upstream(config, u, format!("{key}.upstream"))?,
+                (None, Some(_)) => {}
+            }
+            for (entry, _, at) in route.plugin_entries() {
+                self.check_entry(config, entry, format!("{key}.{at}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_upstream(
+        &self,
+        config: &Config,
+        name: &Spanned<String>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        if config.upstreams.contains_key(name.get_ref()) {
+            return Ok(());
+        }
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        self.err(
+            name.span().start,
+            key,
+            format!(
+                "unknown upstream `{}` (defined: {})",
+                name.get_ref(),
+                list_or_none(&known)
+            ),
+        )
+    }
+
+    fn check_entry(
+        &self,
+        config: &Config,
+        entry: PluginEntry<'_>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        self.check_plugin(config, entry.plugin, format!("{key}.plugin"))?;
+        for u in entry.upstreams {
+            self.check_upstream(config, u, format!("{key}.upstreams"))?;
+        }
+        for a in entry.allow_hosts {
+            self.check_host(a, format!("{key}.allow_hosts"))?;
+        }
+        if let Some(c) = entry.canary {
+            self.check_canary(config, c, format!("{key}.canary"))?;
+        }
+        self.check_entry_limits(config, entry.limits, format!("{key}.limits"))
+    }
+
+    fn check_entry_limits(
+        &self,
+        config: &Config,
+        entry: Option<&EntryLimits>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        let Some(e) = entry else { return Ok(()) };
+        if e.memory_bytes
+            .is_some_and(|m| m > config.plugins.limits.memory_bytes || m < 64 * 1024)
+        {
+            return self.err(
+                usize::MAX,
+                format!("{key}.memory_bytes"),
+                format!(
+                    "must be between 65536 and plugins.limits.memory_bytes ({})",
+                    config.plugins.limits.memory_bytes
+                ),
+            );
+        }
+        for (field, value) in [
+            ("timeout_ms", e.timeout_ms),
+            ("max_in_flight", e.max_in_flight.map(u64::from)),
+            ("max_output_headers", e.max_output_headers.map(|v| v as u64)),
+        ] {
+            if value == Some(0) {
+                return self.err(usize::MAX, format!("{key}.{field}"), "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_canary(
+        &self,
+        config: &Config,
+        canary: &CanaryConfig,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        self.check_plugin(config, &canary.plugin, format!("{key}.plugin"))?;
+        if !(1..=100).contains(&canary.percent) {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.percent"),
+                "must be 1 to 100",
+            );
+        }
+        if canary.min_requests == 0 {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.min_requests"),
+                "must be at least 1",
+            );
+        }
+        if !(0.0..=1.0).contains(&canary.max_failure_rate) {
+            return self.err(
+                canary.plugin.span().start,
+                format!("{key}.max_failure_rate"),
+                "must be 0.0 to 1.0",
+            );
+        }
+        Ok(())
+    }
+
+    fn check_host(&self, host: &Spanned<String>, key: String) -> Result<(), ConfigError> {
+        let text = host.get_ref();
+        let ok = !text.contains(['@', '/', '?', '#', '*'])
+            && text
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.host().is_empty());
+        if ok {
+            Ok(())
+        } else {
+            self.err(
+                host.span().start,
+                key,
+                format!("`{text}` is not a host or host:port"),
+            )
+        }
+    }
+
+    fn check_plugin(
+        &self,
+        config: &Config,
+        name: &Spanned<String>,
+        key: String,
+    ) -> Result<(), ConfigError> {
+        if !valid_name(name.get_ref()) {
+            return self.err(
+                name.span().start,
+                key,
+                "plugin names use letters, digits, '-' and '_'",
+            );
+        }
+        // Plugins found in `plugins.directory` are only known once the directory is read, which
+        // `PluginRegistry::load` does; here we can only vouch for explicit files.
+        if config.plugins.directory.is_none() && !config.plugins.files.contains_key(name.get_ref())
+        {
+            let known: Vec<&str> = config.plugins.files.keys().map(String::as_str).collect();
+            return self.err(
+                name.span().start,
+                key,
+                format!(
+                    "unknown plugin `{}` (in plugins.files: {})",
+                    name.get_ref(),
+                    list_or_none(&known)
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tessera.toml"), Path::new("."))
+    }
+
+    #[test]
+    fn unknown_upstream_names_route_key_and_line() {
+        let text = "[upstreams.users]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\npath = \"/a\"\nupstream = \"user\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "tessera.toml:6: routes[0].upstream: unknown upstream `user` (defined: users)"
+        );
+    }
+
+    #[test]
+    fn route_conflict_is_rejected() {
+        let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/a/{x}\"\nupstream = \"u\"\n[[routes]]\npath = \"/a/{y}\"\nupstream = \"u\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("routes[1].path"), "{err}");
+        assert!(err.contains("conflicts"), "{err}");
+    }
+
+    #[test]
+    fn bad_target_and_method() {
+        let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstreams.u.targets"), "{err}");
+        let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nmethods = [\"GE T\"]\nupstream = \"u\"\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].methods"), "{err}");
+    }
+
+    #[test]
+    fn target_required() {
+        let err = parse("[[routes]]\npath = \"/\"\n").unwrap_err().to_string();
+        assert!(err.contains("needs a target"), "{err}");
+    }
+}

@@ -1,0 +1,261 @@
+//! One plugin instance serving one request: instantiation, the deadline of each call, and how a
+//! failed call (trap, timeout, memory limit, exhausted pool) becomes a [`GatewayError`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::engine::{CallLimits, PluginEngine};
+use super::registry::LoadedPlugin;
+use super::state::{CallContext, PluginState};
+use crate::bindings::{self, RequestAction, request_filter};
+use crate::error::{GatewayError, PluginFailure};
+
+/// One plugin instance serving one request. A filter's instance lives from its on-request to its
+/// on-response, so a filter may carry state between the two phases of the same request.
+pub struct PluginInstance {
+    store: Store<PluginState>,
+    plugin: Arc<LoadedPlugin>,
+    instance: wasmtime::component::Instance,
+    timeout: Duration,
+    canary: Option<Arc<crate::canary::Canary>>,
+    failed: bool,
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        if let Some(canary) = &self.canary {
+            canary.record(self.failed);
+        }
+    }
+}
+
+impl fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin.label())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginInstance {
+    /// Instantiates `plugin` for a request.
+    pub async fn new(
+        engine: &PluginEngine,
+        plugin: &Arc<LoadedPlugin>,
+        call: CallContext,
+        limits: &CallLimits,
+    ) -> Result<Self, GatewayError> {
+        plugin.requests.fetch_add(1, Ordering::Relaxed);
+        let mut store = engine.store(Arc::new(call), limits);
+        let timeout = limits.timeout;
+        arm_deadline(&mut store, timeout);
+        let instance =
+            match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
+                Ok(Ok(instance)) => instance,
+                Ok(Err(e)) => {
+                    let kind = if is_pool_exhausted(&e) {
+                        PluginFailure::Overloaded
+                    } else if e.downcast_ref::<Trap>().is_some() {
+                        PluginFailure::Trap
+                    } else {
+                        PluginFailure::Instantiate
+                    };
+                    return Err(failure(
+                        plugin,
+                        kind,
+                        anyhow::Error::from(e).context("instantiating"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(failure(
+                        plugin,
+                        PluginFailure::Timeout,
+                        anyhow::anyhow!("instantiation timed out"),
+                    ));
+                }
+            };
+        Ok(Self {
+            store,
+            plugin: Arc::clone(plugin),
+            instance,
+            timeout,
+            canary: None,
+            failed: false,
+        })
+    }
+
+    /// Makes this instance report its outcome (trapped or timed out, or not) to a canary.
+    pub fn reporting_to(mut self, canary: Option<Arc<crate::canary::Canary>>) -> Self {
+        self.canary = canary;
+        self
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Calls the filter's `on-request`.
+    pub async fn on_request(
+        &mut self,
+        request: bindings::Request,
+    ) -> Result<RequestAction, GatewayError> {
+        let guest = self.filter_guest()?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result = tokio::time::timeout(
+            self.timeout,
+            guest.call_on_request(&mut self.store, &request),
+        )
+        .await;
+        self.finish(result, "on-request")
+    }
+
+    /// Calls the filter's `on-response`.
+    pub async fn on_response(
+        &mut self,
+        response: bindings::Response,
+    ) -> Result<bindings::Response, GatewayError> {
+        let guest = self.filter_guest()?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result = tokio::time::timeout(
+            self.timeout,
+            guest.call_on_response(&mut self.store, &response),
+        )
+        .await;
+        self.finish(result, "on-response")
+    }
+
+    /// Calls the handler's `handle`.
+    pub async fn handle(
+        &mut self,
+        request: bindings::Request,
+    ) -> Result<bindings::Response, GatewayError> {
+        let indices = self
+            .plugin
+            .handler
+            .as_ref()
+            .ok_or_else(|| self.not_a("handler"))?;
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        arm_deadline(&mut self.store, self.timeout);
+        let result =
+            tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
+        self.finish(result, "handle")
+    }
+
+    fn filter_guest(&mut self) -> Result<request_filter::Guest, GatewayError> {
+        let indices = self
+            .plugin
+            .filter
+            .as_ref()
+            .ok_or_else(|| self.not_a("filter"))?;
+        indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))
+    }
+
+    fn not_a(&self, world: &str) -> GatewayError {
+        failure(
+            &self.plugin,
+            PluginFailure::Instantiate,
+            anyhow::anyhow!("plugin is not a {world}"),
+        )
+    }
+
+    fn finish<R>(
+        &mut self,
+        result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        export: &str,
+    ) -> Result<R, GatewayError> {
+        if !matches!(result, Ok(Ok(_))) {
+            self.failed = true;
+        }
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let kind = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => PluginFailure::Timeout,
+                    _ => PluginFailure::Trap,
+                };
+                let mut e = anyhow::Error::from(e).context(format!("{export} trapped"));
+                if self.store.data().limiter.memory_denied {
+                    e = e.context(format!(
+                        "the plugin's memory limit ({} bytes) was reached",
+                        self.store.data().limiter.max_memory
+                    ));
+                }
+                Err(failure(&self.plugin, kind, e))
+            }
+            Err(_) => Err(failure(
+                &self.plugin,
+                PluginFailure::Timeout,
+                anyhow::anyhow!("{export} did not finish within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+/// Arms the epoch deadline for one call: the guest yields to tokio every tick, and traps with
+/// `Trap::Interrupt` once the wall-clock budget is spent.
+fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// Whether instantiation failed because the pooling allocator is at `plugins.max_instances`
+/// (or another of its concurrency caps): recognised by wasmtime's error type, not its wording.
+fn is_pool_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+}
+
+fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
+    plugin.errors.fetch_add(1, Ordering::Relaxed);
+    GatewayError::Plugin {
+        plugin: plugin.label().to_string(),
+        kind,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+    use super::*;
+
+    #[test]
+    fn pool_exhaustion_is_recognised_by_type_not_text() {
+        let lookalike =
+            wasmtime::Error::msg("maximum concurrent limit of 256 for component instances reached");
+        assert!(!is_pool_exhausted(&lookalike));
+
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1)
+            .total_core_instances(1)
+            .total_memories(1)
+            .total_tables(1);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        // `(module (memory 1))`, in binary.
+        let wasm = b"\0asm\x01\0\0\0\x05\x03\x01\x00\x01";
+        let module = wasmtime::Module::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let _first = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let second = wasmtime::Instance::new(&mut store, &module, &[]).unwrap_err();
+        assert!(is_pool_exhausted(&second), "{second:#}");
+    }
+}
