@@ -153,7 +153,16 @@ async fn handle(live: &Live, token: &str, req: Request<Body>) -> Response<Body> 
             let runtime = live.runtime();
             json_response(
                 StatusCode::OK,
-                &json!({ "status": "ready", "routes": runtime.routes.len(), "plugins": runtime.plugins.iter().count() }),
+                &json!({
+                    "status": "ready",
+                    "routes": runtime.routes.len(),
+                    "plugins": runtime.plugins.iter().count(),
+                    "reloads": {
+                        "done": live.reloads().done(),
+                        "refused": live.reloads().refused(),
+                        "last_refusal": live.reloads().last_refusal(),
+                    },
+                }),
             )
         }
         (Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins(live)),

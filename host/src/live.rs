@@ -40,6 +40,46 @@ pub struct Live {
     config_path: Option<PathBuf>,
     /// One reload at a time; requests never wait on it.
     reloading: tokio::sync::Mutex<()>,
+    /// Reloads done (config or plugins, whatever started them), and how many refused something.
+    reloads: ReloadCounts,
+}
+
+/// How many reloads ran and how many refused something, so a watcher's work is observable
+/// (`GET /admin/ready`) without reading the log.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    done: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    last_refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl ReloadCounts {
+    fn record(&self, refusal: Option<String>) {
+        use std::sync::atomic::Ordering;
+        if let Some(reason) = refusal {
+            *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Why the latest refused reload refused something.
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads run so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reloads that refused a config or a plugin file.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Live {
@@ -53,6 +93,7 @@ impl Live {
             config: ArcSwap::from_pointee(config),
             config_path,
             reloading: tokio::sync::Mutex::new(()),
+            reloads: ReloadCounts::default(),
         })
     }
 
@@ -66,9 +107,21 @@ impl Live {
         self.config.load_full()
     }
 
+    /// How many reloads ran and were refused.
+    pub fn reloads(&self) -> &ReloadCounts {
+        &self.reloads
+    }
+
     /// Re-reads the config file and, if it is valid and its plugins load, serves it.
     pub async fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
         let _one = self.reloading.lock().await;
+        let result = self.reload_config_locked().await;
+        self.reloads
+            .record(result.as_ref().err().map(|e| crate::error::chain(e)));
+        result
+    }
+
+    async fn reload_config_locked(&self) -> Result<ReloadReport, ReloadError> {
         let path = self
             .config_path
             .as_deref()
@@ -107,6 +160,12 @@ impl Live {
     /// Re-reads the plugin files and swaps in every one that loads and fits its routes.
     pub async fn reload_plugins(&self) -> ReloadReport {
         let _one = self.reloading.lock().await;
+        let report = self.reload_plugins_locked().await;
+        self.reloads.record(report.refused.last().cloned());
+        report
+    }
+
+    async fn reload_plugins_locked(&self) -> ReloadReport {
         let config = self.config();
         let current = self.runtime();
         let (plugins, refused) = current.plugins.refresh(&self.engine, &config).await;

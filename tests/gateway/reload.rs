@@ -258,8 +258,9 @@ async fn rejected_plugins_change_nothing() {
 
     // The same through the watched directory: refused with a log line, version a keeps serving.
     for (what, bytes, _) in cases {
+        let before = refusals(&gw).await;
         install(&scratch.plugins(), "v", &bytes);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        wait_for_refusal(&gw, before, "v.wasm").await;
         assert_eq!(
             answered_by(&get(&gw, "/v").await).as_deref(),
             Some("a"),
@@ -267,8 +268,9 @@ async fn rejected_plugins_change_nothing() {
         );
     }
     // Removing a plugin routes use leaves the loaded version serving.
+    let before = refusals(&gw).await;
     std::fs::remove_file(scratch.plugins().join("v.wasm")).unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_refusal(&gw, before, "`v` is still used by routes").await;
     assert_eq!(answered_by(&get(&gw, "/v").await).as_deref(), Some("a"));
     gw.shutdown().await;
 }
@@ -344,8 +346,9 @@ async fn config_reload_adds_and_removes_routes_under_load_and_refuses_bad_config
     wait_for(&gw, "/new", StatusCode::OK).await;
 
     // A typo: refused by the watcher and by the admin API; the previous config keeps serving.
+    let before = refusals(&gw).await;
     write_config(&path, &format!("{with_new}[server2]\n"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_refusal(&gw, before, "server2").await;
     assert_eq!(get(&gw, "/new").await.status, StatusCode::OK);
     let reply = admin(&gw, Method::POST, "/admin/reload", Some(TOKEN), Vec::new()).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -381,6 +384,36 @@ fn write_config(path: &Path, text: &str) {
     let tmp = path.with_extension("toml.partial");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Reloads refused so far (`GET /admin/ready`).
+async fn refusals(gw: &RunningGateway) -> u64 {
+    let reply = admin(gw, Method::GET, "/admin/ready", Some(TOKEN), Vec::new()).await;
+    reply.json()["reloads"]["refused"]
+        .as_u64()
+        .expect("refused count")
+}
+
+/// Waits until a reload after `before` refused something whose reason mentions `about`: the
+/// watcher saw the change and turned it down. A dead watcher fails here instead of passing.
+async fn wait_for_refusal(gw: &RunningGateway, before: u64, about: &str) {
+    let started = Instant::now();
+    loop {
+        let reply = admin(gw, Method::GET, "/admin/ready", Some(TOKEN), Vec::new()).await;
+        let reloads = &reply.json()["reloads"];
+        if reloads["refused"].as_u64().unwrap_or(0) > before
+            && reloads["last_refusal"]
+                .as_str()
+                .is_some_and(|r| r.contains(about))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refusal about {about:?} after 10 s: {reloads}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_for(gw: &RunningGateway, path: &str, status: StatusCode) {
