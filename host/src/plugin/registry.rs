@@ -308,8 +308,9 @@ impl PluginRegistry {
                     plugins.insert(name.clone(), p);
                 }
                 Err(e) => {
-                    let reason = format!("plugin file {} refused: {e:#}", path.display());
-                    tracing::error!(plugin = %name, file = %path.display(), error = %format!("{e:#}"), "plugin file refused; the previous version keeps serving");
+                    let why = crate::error::chain(&e);
+                    let reason = format!("plugin file {} refused: {why}", path.display());
+                    tracing::error!(plugin = %name, file = %path.display(), error = %why, "plugin file refused; the previous version keeps serving");
                     refused.push(reason);
                     if let Some(old) = self.plugins.get(name) {
                         plugins.insert(name.clone(), Arc::clone(old));
