@@ -122,7 +122,7 @@ impl Runtime {
         engine: Arc<PluginEngine>,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let upstreams = Arc::new(Upstreams::new(&config.upstreams).map_err(anyhow::Error::msg)?);
+        let upstreams = Arc::new(Upstreams::new(&config.upstreams));
         let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
         Self::assemble(config, engine, upstreams, plugins, previous)
     }
@@ -143,9 +143,7 @@ impl Runtime {
             let methods: Vec<http::Method> = route
                 .methods
                 .iter()
-                .filter_map(|m| {
-                    http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).ok()
-                })
+                .map(|m| m.get_ref().method().clone())
                 .collect();
             builder.insert(route.path.get_ref(), &methods, i)?;
             let target = match (&route.upstream, &route.handler) {

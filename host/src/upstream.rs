@@ -17,20 +17,6 @@ use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::headers::strip_hop_by_hop;
 
-/// Checks an upstream target: `host:port` (no scheme, no path).
-pub fn parse_target(target: &str) -> Result<http::uri::Authority, String> {
-    let authority: http::uri::Authority = target
-        .parse()
-        .map_err(|_| format!("`{target}` is not a host:port target"))?;
-    if authority.port_u16().is_none() {
-        return Err(format!("`{target}` needs a port, e.g. `{target}:80`"));
-    }
-    if target.contains('@') {
-        return Err(format!("`{target}` must not contain userinfo"));
-    }
-    Ok(authority)
-}
-
 /// One upstream service.
 #[derive(Debug)]
 pub struct Upstream {
@@ -56,24 +42,22 @@ struct Target {
 }
 
 impl Upstream {
-    /// Builds the client for a config entry (validated already).
-    pub fn new(name: &str, config: &UpstreamConfig) -> Result<Self, String> {
+    /// Builds the client for a config entry (its targets were checked when it was read).
+    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
         let targets = config
             .targets
             .iter()
-            .map(|t| {
-                parse_target(t.get_ref()).map(|authority| Target {
-                    authority,
-                    consecutive_failures: AtomicU32::new(0),
-                    down_until_ms: AtomicU64::new(0),
-                })
+            .map(|t| Target {
+                authority: t.get_ref().authority().clone(),
+                consecutive_failures: AtomicU32::new(0),
+                down_until_ms: AtomicU64::new(0),
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let client = pooled_client(
             Duration::from_millis(config.connect_timeout_ms),
             config.max_idle_per_target,
         );
-        Ok(Self {
+        Self {
             name: name.to_owned(),
             targets,
             next: AtomicUsize::new(0),
@@ -84,7 +68,7 @@ impl Upstream {
             unhealthy_after: config.unhealthy_after_failures,
             cooldown: Duration::from_millis(config.unhealthy_cooldown_ms),
             epoch: Instant::now(),
-        })
+        }
     }
 
     /// The upstream's name from config.
@@ -235,15 +219,15 @@ pub const DIRECT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Upstreams {
     /// Builds every upstream in the config.
-    pub fn new(configs: &BTreeMap<String, UpstreamConfig>) -> Result<Self, String> {
-        let mut by_name = BTreeMap::new();
-        for (name, config) in configs {
-            by_name.insert(name.clone(), Arc::new(Upstream::new(name, config)?));
-        }
-        Ok(Self {
+    pub fn new(configs: &BTreeMap<String, UpstreamConfig>) -> Self {
+        let by_name = configs
+            .iter()
+            .map(|(name, config)| (name.clone(), Arc::new(Upstream::new(name, config))))
+            .collect();
+        Self {
             by_name,
             ..Self::default()
-        })
+        }
     }
 
     /// The client for allowed hosts outside the configured upstreams.
@@ -341,15 +325,6 @@ pub async fn proxy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_need_host_and_port() {
-        assert!(parse_target("127.0.0.1:80").is_ok());
-        assert!(parse_target("users.internal:8080").is_ok());
-        assert!(parse_target("127.0.0.1").is_err());
-        assert!(parse_target("http://x:1/").is_err());
-        assert!(parse_target("a@b:1").is_err());
-    }
 
     #[test]
     fn forwarded_for_appends() {

@@ -350,7 +350,7 @@ pub enum FailPolicy {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `host:port` targets, used round-robin.
-    pub targets: Vec<Spanned<String>>,
+    pub targets: Vec<Spanned<TargetAddr>>,
     /// TCP connect timeout in ms. Default 1000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -397,6 +397,65 @@ fn default_pool_idle() -> usize {
     32
 }
 
+/// An upstream target, `host:port` (no scheme, no path, no userinfo), checked when the config
+/// is read so that everything built from a config can rely on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetAddr(http::uri::Authority);
+
+impl TargetAddr {
+    /// Parses `host:port`; the message says what is wrong.
+    pub fn parse(target: &str) -> Result<Self, String> {
+        if target.contains('@') {
+            return Err(format!("`{target}` must not contain userinfo"));
+        }
+        let authority: http::uri::Authority = target
+            .parse()
+            .map_err(|_| format!("`{target}` is not a host:port target"))?;
+        if authority.port_u16().is_none() {
+            return Err(format!("`{target}` needs a port, e.g. `{target}:80`"));
+        }
+        Ok(Self(authority))
+    }
+
+    /// The target as a URI authority.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An HTTP method in a route's `methods`, any case, parsed when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodName(http::Method);
+
+impl MethodName {
+    /// The method.
+    pub fn method(&self) -> &http::Method {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        http::Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an HTTP method")))
+    }
+}
+
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -405,7 +464,7 @@ pub struct RouteConfig {
     pub path: Spanned<String>,
     /// Methods served; empty means any.
     #[serde(default)]
-    pub methods: Vec<Spanned<String>>,
+    pub methods: Vec<Spanned<MethodName>>,
     /// Proxy target: the name of an upstream.
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,

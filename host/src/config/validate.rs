@@ -149,11 +149,6 @@ impl Validator<'_> {
                     "needs at least one target",
                 );
             }
-            for t in &upstream.targets {
-                if let Err(m) = crate::upstream::parse_target(t.get_ref()) {
-                    return self.err(t.span().start, format!("{key}.targets"), m);
-                }
-            }
             if upstream.connect_timeout_ms == 0
                 || upstream.response_timeout_ms == 0
                 || upstream.read_timeout_ms == 0
@@ -164,19 +159,11 @@ impl Validator<'_> {
         let mut table = crate::router::RouterBuilder::default();
         for (i, route) in config.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
-            let mut methods = Vec::new();
-            for m in &route.methods {
-                match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-                    Ok(method) => methods.push(method),
-                    Err(_) => {
-                        return self.err(
-                            m.span().start,
-                            format!("{key}.methods"),
-                            format!("`{}` is not an HTTP method", m.get_ref()),
-                        );
-                    }
-                }
-            }
+            let methods: Vec<http::Method> = route
+                .methods
+                .iter()
+                .map(|m| m.get_ref().method().clone())
+                .collect();
             if let Err(m) = table.insert(route.path.get_ref(), &methods, i) {
                 return self.err(
                     route.path.span().start,
@@ -367,6 +354,7 @@ fn list_or_none(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetAddr;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("tessera.toml"), Path::new("."))
@@ -395,10 +383,24 @@ mod tests {
         let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("upstreams.u.targets"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("`nope` needs a port"), "{err}");
+        assert!(TargetAddr::parse("127.0.0.1:80").is_ok());
+        assert!(TargetAddr::parse("users.internal:8080").is_ok());
+        for (target, why) in [
+            ("127.0.0.1", "needs a port"),
+            ("http://x:1/", "is not a host:port target"),
+            ("a@b:1", "must not contain userinfo"),
+        ] {
+            let err = parse(&format!("[upstreams.u]\ntargets = [\"{target}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{target}: {err}");
+        }
         let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/\"\nmethods = [\"GE T\"]\nupstream = \"u\"\n";
         let err = parse(text).unwrap_err().to_string();
-        assert!(err.contains("routes[0].methods"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("`GE T` is not an HTTP method"), "{err}");
     }
 
     #[test]
