@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tessera::bindings::{Header, Request, Response};
-use tessera::{chain, headers};
+use tessera::{headers, records};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -50,7 +50,7 @@ fuzz_target!(|input: Input| {
         headers: headers.clone(),
         body: input.body.clone(),
     };
-    if let Ok(r) = chain::response_from_plugin(response) {
+    if let Ok(r) = records::response_from_plugin(response) {
         assert!((200..=599).contains(&r.status().as_u16()));
         assert!(clean(r.headers()));
         assert!(!r.headers().contains_key(http::header::CONTENT_LENGTH));
@@ -66,7 +66,7 @@ fuzz_target!(|input: Input| {
         headers,
         body: input.body,
     };
-    if let Ok(body) = chain::apply_request(&mut parts, request) {
+    if let Ok(body) = records::apply_request(&mut parts, request) {
         assert!(parts.uri.path().starts_with('/'));
         assert!(clean(&parts.headers));
         // The host frames: the length is the new body's, or absent as in the original.
@@ -79,7 +79,7 @@ fuzz_target!(|input: Input| {
             None => assert!(length.is_none()),
         }
         // What the host hands the next plugin converts back without loss of validity.
-        let again = chain::request_to_plugin(&parts, None);
+        let again = records::request_to_plugin(&parts, None);
         assert_eq!(again.method, parts.method.as_str());
     }
 });

@@ -9,7 +9,7 @@
 //! [`router`] (method + path) → [`chain`] (filters in, target, filters out) → [`plugin`]
 //! (instances, limits, host imports) / [`upstream`] (proxy, LB, timeouts) → [`error`] (every
 //! failure becomes a response in one function). [`headers`] holds the one rule for headers a
-//! plugin hands back; [`ids`] the request id and trace context. [`runtime`] is the live routing
+//! plugin hands back, [`records`] the conversions between WIT records and HTTP; [`ids`] the request id and trace context. [`runtime`] is the live routing
 //! table the router's matches index into (routes resolved against upstreams and loaded plugins),
 //! and [`live`] swaps it on reload.
 //!
@@ -36,6 +36,7 @@ pub mod ids;
 pub mod live;
 pub mod outbound;
 pub mod plugin;
+pub mod records;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -308,7 +308,7 @@ async fn execute(
     };
     Ok(bindings::Response {
         status: parts.status.as_u16(),
-        headers: crate::chain::headers_to_plugin(&parts.headers),
+        headers: crate::records::headers_to_plugin(&parts.headers),
         body: Some(body.to_vec()),
     })
 }
