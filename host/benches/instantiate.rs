@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tessera::bindings;
 use tessera::config::PluginsConfig;
-use tessera::outbound::OutboundLimits;
+use tessera::outbound::{OutboundContext, OutboundLimits};
 use tessera::plugin::{CallContext, CallLimits, PluginEngine, PluginInstance};
 use tessera::upstream::Upstreams;
 
@@ -30,16 +30,19 @@ fn call_context() -> CallContext {
         request_id: "bench".into(),
         route: "/hello/{name}".into(),
         params: vec![("name".to_owned(), "bench".to_owned())].into(),
-        granted: Vec::new().into(),
-        upstreams: Arc::new(Upstreams::default()),
-        allow_hosts: Vec::new().into(),
-        traceparent: None,
-        limits: OutboundLimits {
-            max_calls: 64,
-            max_in_flight: 16,
-        },
-        max_body_bytes: 1 << 20,
-        max_header_bytes: 64 << 10,
+        outbound: Arc::new(OutboundContext {
+            request_id: "bench".into(),
+            traceparent: None,
+            granted: Vec::new().into(),
+            allow_hosts: Vec::new().into(),
+            upstreams: Arc::new(Upstreams::default()),
+            limits: OutboundLimits {
+                max_calls: 64,
+                max_in_flight: 16,
+            },
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 64 << 10,
+        }),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::admission::Admission;
 use crate::bindings::{self, RequestAction};
 use crate::body::{self, Body, BodyFault, BodyFaultKind, CollectError};
 use crate::error::{self, GatewayError, PluginFailure};
+use crate::outbound::OutboundContext;
 use crate::plugin::CallLimits;
 use crate::plugin::{CallContext, PluginInstance};
 use crate::records::{
@@ -167,13 +168,16 @@ async fn instantiate(
         request_id: Arc::clone(&info.request_id),
         route: Arc::clone(&route.pattern),
         params: Arc::clone(&info.params),
-        granted: Arc::clone(&use_.upstreams),
-        upstreams: Arc::clone(&runtime.upstreams),
-        allow_hosts: Arc::clone(&use_.allow_hosts),
-        traceparent: info.traceparent.clone(),
-        limits: use_.limits.outbound(),
-        max_body_bytes: runtime.max_body_bytes,
-        max_header_bytes: runtime.max_header_bytes,
+        outbound: Arc::new(OutboundContext {
+            request_id: Arc::clone(&info.request_id),
+            traceparent: info.traceparent.clone(),
+            granted: Arc::clone(&use_.upstreams),
+            allow_hosts: Arc::clone(&use_.allow_hosts),
+            upstreams: Arc::clone(&runtime.upstreams),
+            limits: use_.limits.outbound(),
+            max_body_bytes: runtime.max_body_bytes,
+            max_header_bytes: runtime.max_header_bytes,
+        }),
     };
     match PluginInstance::new(&runtime.engine, plugin, call, &use_.limits).await {
         Ok(instance) => Ok(instance.reporting_to(canary.cloned())),

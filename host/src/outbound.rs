@@ -25,8 +25,7 @@ use crate::body;
 use crate::error::GatewayError;
 use crate::headers::{self, Framing};
 use crate::ids::{self, REQUEST_ID, TRACEPARENT};
-use crate::plugin::CallContext;
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, Upstream, Upstreams};
 
 /// Per-request caps on a plugin's calls.
 #[derive(Debug, Clone, Copy)]
@@ -70,17 +69,39 @@ enum Destination {
     Direct(http::uri::Authority),
 }
 
+/// What one plugin instance's outbound calls may do on this request: its grants and caps, and
+/// the ids every call carries.
+#[derive(Debug, Clone)]
+pub struct OutboundContext {
+    /// The request id, sent as `x-request-id`.
+    pub request_id: Arc<str>,
+    /// The request's W3C trace context; calls carry a child of it.
+    pub traceparent: Option<Arc<str>>,
+    /// Upstreams this plugin may call on this route.
+    pub granted: Arc<[String]>,
+    /// Hosts (not upstreams) this plugin may call directly on this route.
+    pub allow_hosts: Arc<[String]>,
+    /// The gateway's upstreams.
+    pub upstreams: Arc<Upstreams>,
+    /// Caps on calls.
+    pub limits: OutboundLimits,
+    /// Largest response body a call may hand the plugin.
+    pub max_body_bytes: usize,
+    /// Largest header block a call may carry (`server.max_header_bytes`).
+    pub max_header_bytes: usize,
+}
+
 /// One plugin instance's outbound state.
 #[derive(Debug)]
 pub struct Outbound {
-    call: Arc<CallContext>,
+    call: Arc<OutboundContext>,
     calls: u32,
     in_flight: Arc<Semaphore>,
 }
 
 impl Outbound {
     /// Fresh state for a plugin instance.
-    pub fn new(call: Arc<CallContext>) -> Self {
+    pub fn new(call: Arc<OutboundContext>) -> Self {
         let permits = call.limits.max_in_flight.max(1) as usize;
         Self {
             call,
@@ -265,7 +286,7 @@ async fn acquire(semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Htt
 
 /// Runs a checked call and buffers its response for the plugin.
 async fn execute(
-    call: &CallContext,
+    call: &OutboundContext,
     prepared: Prepared,
     _permit: OwnedSemaphorePermit,
 ) -> Result<bindings::Response, HttpError> {

@@ -263,7 +263,7 @@ impl PluginEngine {
                 max_memory: memory_bytes.min(self.limits.memory_bytes),
                 memory_denied: false,
             },
-            outbound: Outbound::new(Arc::clone(&call)),
+            outbound: Outbound::new(Arc::clone(&call.outbound)),
             call,
             log,
         };

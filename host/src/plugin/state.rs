@@ -13,8 +13,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::CallLimits;
-use crate::outbound::{Outbound, OutboundLimits};
-use crate::upstream::Upstreams;
+use crate::outbound::{Outbound, OutboundContext};
 
 /// What the host imports know about the request a plugin instance serves.
 #[derive(Debug)]
@@ -29,20 +28,8 @@ pub struct CallContext {
     pub route: Arc<str>,
     /// Path parameters.
     pub params: Arc<[(String, String)]>,
-    /// Upstreams this plugin may call on this route.
-    pub granted: Arc<[String]>,
-    /// The gateway's upstreams.
-    pub upstreams: Arc<Upstreams>,
-    /// Hosts (not upstreams) this plugin may call directly on this route.
-    pub allow_hosts: Arc<[String]>,
-    /// The request's W3C trace context; outbound calls carry a child of it.
-    pub traceparent: Option<Arc<str>>,
-    /// Caps on outbound calls.
-    pub limits: OutboundLimits,
-    /// Largest response body an outbound call may hand the plugin.
-    pub max_body_bytes: usize,
-    /// Largest header block an outbound call may carry (`server.max_header_bytes`).
-    pub max_header_bytes: usize,
+    /// What the plugin's outbound calls may do.
+    pub outbound: Arc<OutboundContext>,
 }
 
 /// Per-store data: WASI, the limiter and the request's context.
