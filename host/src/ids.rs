@@ -68,7 +68,8 @@ pub fn valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// A valid `traceparent` (version 00 layout, non-zero ids), or `None`.
+/// A valid `traceparent` (W3C Trace Context: version 00 has exactly four fields; a later
+/// version may append fields after the four it shares with 00), or `None`.
 pub fn parse_traceparent(value: &str) -> Option<&str> {
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| {
@@ -78,6 +79,7 @@ pub fn parse_traceparent(value: &str) -> Option<&str> {
     };
     let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
     match parts.as_slice() {
+        [version, _, _, _, _, ..] if *version == "00" => None,
         [version, trace, parent, flags, ..]
             if hex(version, 2)
                 && *version != "ff"
@@ -155,6 +157,13 @@ mod tests {
             None
         );
         assert_eq!(parse_traceparent("garbage"), None);
+        assert_eq!(
+            parse_traceparent(&format!("{tp}-extra")),
+            None,
+            "00 has four fields"
+        );
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+        assert_eq!(parse_traceparent(future), Some(future));
         let child = child_traceparent(tp);
         assert!(
             child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),

@@ -9,7 +9,7 @@
 //! read half-written), SIGHUP, and the admin API.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -215,7 +215,7 @@ impl Live {
                 .await?,
         );
         plugin.fits(&config.plugin_uses())?;
-        write_atomically(&path, &bytes).map_err(|source| LoadError::Io {
+        crate::plugin::write_atomically(&path, &bytes).map_err(|source| LoadError::Io {
             action: "writing",
             path: path.clone(),
             source,
@@ -428,16 +428,6 @@ impl Watched {
     }
 }
 
-/// Writes a file so that readers see the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("wasm.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,7 +462,12 @@ mod tests {
         std::fs::write(dir.join("not a name.wasm"), b"x").unwrap();
         std::fs::write(dir.join("good.wasm"), b"x").unwrap();
         let text = format!("[plugins]\ndirectory = {:?}\n", dir.display().to_string());
-        let config = Config::parse(&text, Path::new("t.toml"), Path::new(".")).unwrap();
+        let config = Config::parse(
+            &text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()

@@ -22,19 +22,13 @@ use tessera::config::Config;
 mod wire;
 pub use wire::*;
 
-/// Plugin crates the tests use, built for wasm32-wasip2.
-pub const PLUGIN_PACKAGES: [&str; 10] = [
-    "tessera-plugin-headers",
-    "tessera-example-hello",
-    "tessera-example-order-details",
-    "tessera-example-order-history",
-    "tessera-test-filter",
-    "tessera-test-handler",
-    "tessera-test-version-a",
-    "tessera-test-version-b",
-    "tessera-test-unknown-import",
-    "tessera-test-hostile",
-];
+/// Plugin crates the tests use, built for wasm32-wasip2: the list `cargo xtask` builds.
+pub fn plugin_packages() -> impl Iterator<Item = &'static str> {
+    include_str!("../../xtask/plugins.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -53,7 +47,7 @@ pub fn plugin_dir() -> &'static Path {
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace_root())
             .args(["build", "--target", "wasm32-wasip2"]);
-        for p in PLUGIN_PACKAGES {
+        for p in plugin_packages() {
             cmd.args(["-p", p]);
         }
         let status = cmd

@@ -10,19 +10,14 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Plugin crates built for wasm32-wasip2: the shipped ones and the tests' own.
-const PLUGINS: [&str; 10] = [
-    "tessera-plugin-headers",
-    "tessera-example-hello",
-    "tessera-example-order-details",
-    "tessera-example-order-history",
-    "tessera-test-filter",
-    "tessera-test-handler",
-    "tessera-test-version-a",
-    "tessera-test-version-b",
-    "tessera-test-unknown-import",
-    "tessera-test-hostile",
-];
+/// Plugin crates built for wasm32-wasip2, listed once in `xtask/plugins.txt` (the test harness
+/// reads the same file).
+fn plugins() -> impl Iterator<Item = &'static str> {
+    include_str!("../plugins.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -90,7 +85,7 @@ fn build_plugins(profile: Profile) -> anyhow::Result<PathBuf> {
     if profile == Profile::Release {
         cmd.arg("--release");
     }
-    for p in PLUGINS {
+    for p in plugins() {
         cmd.args(["-p", p]);
     }
     run(cmd)?;

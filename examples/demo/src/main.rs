@@ -100,7 +100,7 @@ fn install_plugins(built: &std::path::Path, dir: &std::path::Path) -> anyhow::Re
     for (name, file) in PLUGINS {
         let from = built.join(format!("{file}.wasm"));
         let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        tessera::live::write_atomically(&dir.join(format!("{name}.wasm")), &bytes)?;
+        tessera::plugin::write_atomically(&dir.join(format!("{name}.wasm")), &bytes)?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file parses but a value is wrong.
-    #[error("{path}:{line}: {key}: {message}")]
+    #[error("{}: {key}: {message}", at_line(path, *line))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -48,6 +48,15 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// `file:line`, or just `file` when the line is not known.
+fn at_line(path: &Path, line: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
+    }
 }
 
 /// The whole gateway configuration.

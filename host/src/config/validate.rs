@@ -379,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn errors_without_a_line_do_not_claim_line_zero() {
+        let err = parse("[plugins]\nmax_instances = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tessera.toml: plugins.max_instances"),
+            "{err}"
+        );
+        assert!(!err.contains(":0:"), "{err}");
+    }
+
+    #[test]
     fn bad_target_and_method() {
         let err = parse("[upstreams.u]\ntargets = [\"nope\"]\n")
             .unwrap_err()

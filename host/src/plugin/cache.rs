@@ -32,19 +32,26 @@ pub(super) fn read(engine: &Engine, path: &Path) -> Option<Component> {
 /// Writes `component` to `path` in the format [`read`] verifies.
 pub(super) fn write(path: &Path, component: &Component) -> anyhow::Result<()> {
     let payload = component.serialize().map_err(anyhow::Error::from)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut data = Vec::with_capacity(32 + payload.len());
     data.extend_from_slice(&Sha256::digest(&payload));
     data.extend_from_slice(&payload);
-    // Write then rename, so a reader never sees half a file.
+    write_atomically(path, &data)?;
+    Ok(())
+}
+
+/// Writes a file so that readers see the old or the new content, never a mix: the bytes go to a
+/// temporary file beside it (a name no plugin scan picks up), which is then renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let unique = NEXT.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{unique}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Lowercase hex, for cache file names and plugin versions.

@@ -27,6 +27,7 @@ mod instance;
 mod registry;
 mod state;
 
+pub use cache::write_atomically;
 pub use engine::{CallLimits, PluginEngine};
 pub use instance::PluginInstance;
 pub use registry::{LoadError, LoadedPlugin, PluginRegistry};
