@@ -4,6 +4,8 @@
 //! built for `filter` or `handler` implements part of it, and the per-interface `GuestIndices`
 //! tell which part when the plugin is loaded.
 
+// Generated from the WIT; its documentation is the WIT's.
+#[allow(missing_docs)]
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",

@@ -80,6 +80,7 @@ pub fn response_from_plugin(response: bindings::Response) -> Result<Response<Bod
     Ok(out)
 }
 
+/// A plugin's status, checked: a final status (200..=599); informational ones are the host's.
 pub fn status_from_plugin(status: u16) -> Result<StatusCode, String> {
     match StatusCode::from_u16(status) {
         Ok(s) if (200..=599).contains(&status) => Ok(s),
