@@ -6,7 +6,7 @@
 //!
 //! A body a plugin must see (a handler's, a `buffer_body` filter's) is read before the plugin's
 //! instance is taken, so a client sending its body slowly holds no instance; and what a plugin
-//! hands back becomes HTTP only through [`headers::from_plugin`].
+//! hands back becomes HTTP only through [`crate::headers::from_plugin`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
