@@ -192,10 +192,9 @@ impl GatewayError {
                 format!("too many plugin requests in progress from this {scope}; retry shortly")
             }
             Self::Overloaded => "the gateway is at capacity; retry shortly".into(),
-            Self::UpstreamConnect { upstream, .. } => {
-                format!("upstream `{upstream}` is unavailable")
-            }
-            Self::UpstreamTimeout { upstream, .. } => format!("upstream `{upstream}` timed out"),
+            // Which upstream is configuration detail: it goes to the log.
+            Self::UpstreamConnect { .. } => "the upstream is unavailable".into(),
+            Self::UpstreamTimeout { .. } => "the upstream timed out".into(),
             Self::Plugin { kind, .. } => match kind {
                 PluginFailure::Timeout => "a plugin ran out of time".into(),
                 PluginFailure::Overloaded => {

@@ -387,27 +387,12 @@ fn split_keeping_slashes(s: &str) -> Vec<Result<&str, &str>> {
     pieces
 }
 
-/// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results keep the raw text.
+/// Decodes `%XX` escapes (the `percent-encoding` crate's rule, which the SDK's query parsing
+/// shares); invalid escapes stay as written, and a result that is not UTF-8 keeps the raw text.
 pub fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_owned();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_or_else(|_| s.to_owned(), std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
