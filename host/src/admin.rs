@@ -2,7 +2,7 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `GET /admin/plugins` | lists plugins: name, version, loaded-at, worlds, routes, counts |
+//! | `GET /admin/plugins` | lists plugins: name, version, loaded-at, worlds, routes, counts; and the instance pool: in use, capacity, queued |
 //! | `PUT /admin/plugins/{name}` | body = component: validated, written to disk, served |
 //! | `DELETE /admin/plugins/{name}` | unloads and deletes (refused while routes use it) |
 //! | `POST /admin/reload` | reloads the config file |
@@ -282,7 +282,15 @@ fn plugins(live: &Live) -> Value {
             })
         })
         .collect();
-    json!({ "plugins": list })
+    let slots = runtime.engine.slots();
+    json!({
+        "plugins": list,
+        "instances": {
+            "in_use": slots.in_use(),
+            "capacity": slots.capacity(),
+            "queued": slots.queued(),
+        },
+    })
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

@@ -182,7 +182,17 @@ async fn instantiate(
     match PluginInstance::new(&runtime.engine, plugin, call, &use_.limits).await {
         Ok(instance) => Ok(instance.reporting_to(canary.cloned())),
         Err(e) => {
-            if let Some(c) = canary {
+            // A full pool says nothing about the canary's quality.
+            let overloaded = matches!(
+                e,
+                GatewayError::Plugin {
+                    kind: PluginFailure::Overloaded,
+                    ..
+                }
+            );
+            if let Some(c) = canary
+                && !overloaded
+            {
                 c.record(true);
             }
             Err(e)

@@ -137,10 +137,12 @@ impl Live {
             );
         }
         if new.plugins.max_instances != old.plugins.max_instances
+            || new.plugins.max_queued != old.plugins.max_queued
+            || new.plugins.queue_timeout_ms != old.plugins.queue_timeout_ms
             || new.plugins.limits.memory_bytes != old.plugins.limits.memory_bytes
         {
             tracing::warn!(
-                "plugins.max_instances / plugins.limits.memory_bytes changed: they size the instance pool and take effect only after a restart"
+                "plugins.max_instances / max_queued / queue_timeout_ms / limits.memory_bytes changed: they shape the instance pool and take effect only after a restart"
             );
         }
         let current = self.runtime();

@@ -294,8 +294,8 @@ async fn ambiguous_framing_and_malformed_requests_are_refused_or_normalised() {
     gw.shutdown().await;
 }
 
-/// At `plugins.max_instances` the next plugin request gets 503 `plugin_overloaded` with
-/// `retry-after`, recognised from wasmtime's typed pool error.
+/// At `plugins.max_instances` the next plugin request waits up to `plugins.queue_timeout_ms`
+/// (1 s by default) for a slot, then gets 503 `plugin_overloaded` with `retry-after`.
 #[tokio::test]
 async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
     // An upstream that accepts and never answers: each call to it holds its plugin's instance.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 use serde_json::Value;
+use tessera::RunningGateway;
 use tessera_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -352,4 +353,105 @@ async fn outbound_calls_carry_request_id_and_trace_context() {
         "the call is a child span with its own parent id"
     );
     gw.shutdown().await;
+}
+
+/// A gateway whose `[plugins]` section has `max_instances` and `extra` keys in place of the
+/// harness's pool of 64.
+async fn gateway_with_pool(max_instances: u32, extra: &str, routes: &str) -> RunningGateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n{routes}",
+        plugins_section().replace(
+            "max_instances = 64\n",
+            &format!("max_instances = {max_instances}\n{extra}")
+        )
+    );
+    tessera::Gateway::new(config(&text))
+        .await
+        .expect("gateway builds")
+        .start()
+        .await
+        .expect("gateway starts")
+}
+
+/// Sends `n` requests at once; returns their statuses.
+async fn at_once(gw: &Arc<RunningGateway>, n: usize, path: &str) -> Vec<StatusCode> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let gw = Arc::clone(gw);
+            let path = path.to_owned();
+            tokio::spawn(async move { get(&gw, &path).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(n);
+    for t in tasks {
+        statuses.push(t.await.expect("request task"));
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn six_hundred_concurrent_plugin_requests_with_slow_upstreams_all_answer() {
+    let slow = slow_upstream("slow", Duration::from_millis(100)).await;
+    let gw = Arc::new(
+        gateway_with_pool(
+            1024,
+            "",
+            &format!(
+                "{}{}",
+                upstreams(&[("slow", slow)]),
+                handler_route(
+                    "/call",
+                    &["slow"],
+                    r#"mode = "call", url = "http://slow/x""#
+                )
+            ),
+        )
+        .await,
+    );
+    let started = Instant::now();
+    let statuses = at_once(&gw, 600, "/call").await;
+    let failed: Vec<_> = statuses.iter().filter(|s| **s != StatusCode::OK).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {failed:?}",
+        failed.len()
+    );
+    // Generous: 600 overlapping 100 ms calls, not 600 × 100 ms one after another.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn past_the_pool_requests_queue_then_get_503() {
+    let slow = slow_upstream("slow", Duration::from_millis(100)).await;
+    let routes = format!(
+        "{}{}",
+        upstreams(&[("slow", slow)]),
+        handler_route(
+            "/call",
+            &["slow"],
+            r#"mode = "call", url = "http://slow/x""#
+        )
+    );
+    // Four instances, a long queue: forty requests all wait their turn and succeed.
+    let gw = Arc::new(gateway_with_pool(4, "queue_timeout_ms = 30000\n", &routes).await);
+    let statuses = at_once(&gw, 40, "/call").await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    // One instance, a short queue wait: requests that cannot get it are told to retry.
+    let gw = Arc::new(gateway_with_pool(1, "queue_timeout_ms = 50\n", &routes).await);
+    let statuses = at_once(&gw, 10, "/call").await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let busy = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(ok >= 1 && busy >= 1 && ok + busy == 10, "{statuses:?}");
+    let reply = get(&gw, "/call").await;
+    assert_eq!(reply.status, StatusCode::OK, "capacity comes back");
 }

@@ -246,8 +246,15 @@ pub struct PluginsConfig {
     pub files: BTreeMap<String, PathBuf>,
     /// Limits every plugin call gets.
     pub limits: PluginLimits,
-    /// Plugin instances alive at once across all requests (sizes the instance pool). Default 256.
+    /// Plugin instances alive at once across all requests (sizes the instance pool; a request
+    /// holds one per filter plus one for a handler). Each slot reserves address space, not
+    /// memory: see the configuration reference for the sizing formula. Default 2048.
     pub max_instances: u32,
+    /// Requests that may wait for an instance when all are in use; beyond it, 503 at once.
+    /// Default 4096.
+    pub max_queued: usize,
+    /// How long a request waits for an instance before 503 + `retry-after`, in ms. Default 1000.
+    pub queue_timeout_ms: u64,
     /// Where compiled plugins are cached between runs. Default: none (compile at every start).
     pub cache_dir: Option<PathBuf>,
 }
@@ -258,7 +265,9 @@ impl Default for PluginsConfig {
             directory: None,
             files: BTreeMap::new(),
             limits: PluginLimits::default(),
-            max_instances: 256,
+            max_instances: 2048,
+            max_queued: 4096,
+            queue_timeout_ms: 1000,
             cache_dir: None,
         }
     }

@@ -6,11 +6,12 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -72,11 +73,94 @@ impl CallLimits {
 /// How often the epoch advances; the granularity of plugin deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Admission to the instance pool: at most `plugins.max_instances` instances alive at once; a
+/// request past that waits in a queue (at most `plugins.max_queued` waiting, each at most
+/// `plugins.queue_timeout_ms`) and is answered 503 + `retry-after` when it cannot get a slot.
+/// The wait is not part of the plugin's own deadline.
+#[derive(Debug)]
+pub struct InstanceSlots {
+    free: Arc<Semaphore>,
+    capacity: u32,
+    queued: AtomicUsize,
+    max_queued: usize,
+    queue_timeout: Duration,
+}
+
+/// Why no instance slot was had.
+#[derive(Debug, thiserror::Error)]
+pub enum NoSlot {
+    /// The queue already holds `max_queued` requests.
+    #[error("all {capacity} plugin instances are busy and {queued} requests already wait")]
+    QueueFull {
+        /// `plugins.max_instances`.
+        capacity: u32,
+        /// Requests waiting.
+        queued: usize,
+    },
+    /// No slot came free within the queue timeout.
+    #[error("no plugin instance came free within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl InstanceSlots {
+    fn new(config: &PluginsConfig) -> Self {
+        Self {
+            free: Arc::new(Semaphore::new(config.max_instances as usize)),
+            capacity: config.max_instances,
+            queued: AtomicUsize::new(0),
+            max_queued: config.max_queued,
+            queue_timeout: Duration::from_millis(config.queue_timeout_ms),
+        }
+    }
+
+    /// A slot for one instance, held until the permit is dropped (with the instance).
+    pub async fn take(&self) -> Result<OwnedSemaphorePermit, NoSlot> {
+        if let Ok(permit) = Arc::clone(&self.free).try_acquire_owned() {
+            return Ok(permit);
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let ahead = self.queued.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.queued);
+        if ahead >= self.max_queued {
+            return Err(NoSlot::QueueFull {
+                capacity: self.capacity,
+                queued: ahead,
+            });
+        }
+        match tokio::time::timeout(self.queue_timeout, Arc::clone(&self.free).acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(NoSlot::TimedOut(self.queue_timeout)),
+        }
+    }
+
+    /// Instances alive now.
+    pub fn in_use(&self) -> usize {
+        (self.capacity as usize).saturating_sub(self.free.available_permits())
+    }
+
+    /// `plugins.max_instances`.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
 /// The wasmtime engine, its linker and the epoch ticker, shared by all plugins of a gateway.
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginState>,
     limits: PluginLimits,
+    slots: InstanceSlots,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -152,8 +236,14 @@ impl PluginEngine {
             engine,
             linker,
             limits,
+            slots: InstanceSlots::new(config),
             ticker_stop,
         })
+    }
+
+    /// Admission to the instance pool, and its gauges.
+    pub fn slots(&self) -> &InstanceSlots {
+        &self.slots
     }
 
     /// The underlying engine.

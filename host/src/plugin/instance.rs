@@ -23,6 +23,8 @@ pub struct PluginInstance {
     timeout: Duration,
     canary: Option<Arc<crate::canary::Canary>>,
     failed: bool,
+    /// The instance's slot in the pool; given back after the store (and its instance) is gone.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for PluginInstance {
@@ -49,6 +51,16 @@ impl PluginInstance {
         call: CallContext,
         limits: &CallLimits,
     ) -> Result<Self, GatewayError> {
+        // Waiting for a slot is not the plugin's time: its deadline starts after.
+        let slot = engine
+            .slots()
+            .take()
+            .await
+            .map_err(|e| GatewayError::Plugin {
+                plugin: plugin.label().to_string(),
+                kind: PluginFailure::Overloaded,
+                source: e.into(),
+            })?;
         plugin.requests.fetch_add(1, Ordering::Relaxed);
         let mut store = engine.store(Arc::new(call), limits);
         let timeout = limits.timeout;
@@ -85,6 +97,7 @@ impl PluginInstance {
             timeout,
             canary: None,
             failed: false,
+            _slot: slot,
         })
     }
 
