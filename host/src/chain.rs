@@ -138,7 +138,10 @@ pub async fn run(
 
     while let Some((mut instance, filter)) = entered.pop() {
         response = match filter_response(runtime, &mut instance, filter, response).await {
-            Ok(r) => r,
+            Ok(r) => {
+                release(filter, instance);
+                r
+            }
             Err((e, Some(original))) if filter.fail_open => {
                 tracing::warn!(plugin = %filter.plugin, error = %e, "filter failed (fail = \"open\"): response passed on unmodified");
                 original
@@ -179,6 +182,14 @@ async fn instantiate(
             max_header_bytes: runtime.max_header_bytes,
         }),
     };
+    // Reuse serves the entry's own plugin only; a canary's share always gets fresh instances.
+    if canary.is_none()
+        && let Some(pool) = &use_.reuse
+        && let Some(mut instance) = pool.take()
+    {
+        instance.rebind(call, &use_.limits);
+        return Ok(instance);
+    }
     match PluginInstance::new(&runtime.engine, plugin, call, &use_.limits).await {
         Ok(instance) => Ok(instance.reporting_to(canary.cloned())),
         Err(e) => {
@@ -363,10 +374,21 @@ async fn target(
             let mut instance = instantiate(runtime, route, handler, info).await?;
             let record = request_to_plugin(&parts, Some(bytes.to_vec()));
             let response = instance.handle(record).await?;
-            check_output(&handler.limits, &response.headers, response.body.as_deref())
+            let answer = check_output(&handler.limits, &response.headers, response.body.as_deref())
                 .and_then(|()| response_from_plugin(response))
-                .map_err(|e| invalid_output(&instance, e))
+                .map_err(|e| invalid_output(&instance, e))?;
+            release(handler, instance);
+            Ok(answer)
         }
+    }
+}
+
+/// An instance whose request went well: back to its entry's reuse pool when the entry opted in
+/// (the pool decides whether it may serve again), dropped otherwise. Failed instances are never
+/// released, so they are always dropped.
+fn release(use_: &RoutePlugin, instance: PluginInstance) {
+    if let Some(pool) = &use_.reuse {
+        pool.give_back(instance);
     }
 }
 

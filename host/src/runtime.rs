@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use crate::canary::Canary;
 use crate::config::{
-    Config, FailPolicy, FilterConfig, HandlerConfig, PluginEntry, PluginLimits, table_to_json,
+    Config, FailPolicy, FilterConfig, HandlerConfig, InstanceMode, PluginEntry, PluginsConfig,
+    table_to_json,
 };
-use crate::plugin::{CallLimits, PluginEngine, PluginRegistry};
+use crate::plugin::{CallLimits, PluginEngine, PluginRegistry, ReusePool};
 use crate::router::{Router, RouterBuilder};
 use crate::upstream::{Upstream, Upstreams};
 
@@ -29,16 +30,19 @@ pub struct RoutePlugin {
     pub limits: CallLimits,
     /// Whether a failure lets the request or response through unmodified (filters only).
     pub fail_open: bool,
+    /// Idle instances, when the entry opted into reuse (`instances = "reuse"`).
+    pub reuse: Option<Arc<ReusePool>>,
 }
 
 impl RoutePlugin {
     fn new(
         entry: PluginEntry<'_>,
         route: &str,
-        defaults: &PluginLimits,
+        plugins: &PluginsConfig,
         buffer_body: bool,
         fail_open: bool,
     ) -> Self {
+        let defaults = &plugins.limits;
         Self {
             plugin: entry.plugin.get_ref().clone(),
             config_json: table_to_json(entry.config).into(),
@@ -56,22 +60,24 @@ impl RoutePlugin {
             canary: entry.canary.map(|c| Arc::new(Canary::new(c, route))),
             limits: CallLimits::from_config(&defaults.with(entry.limits)),
             fail_open,
+            reuse: (entry.instances == InstanceMode::Reuse)
+                .then(|| Arc::new(ReusePool::new(&plugins.reuse))),
         }
     }
 
-    fn filter(f: &FilterConfig, route: &str, defaults: &PluginLimits) -> Self {
+    fn filter(f: &FilterConfig, route: &str, plugins: &PluginsConfig) -> Self {
         Self::new(
             f.entry(),
             route,
-            defaults,
+            plugins,
             f.buffer_body,
             f.fail == FailPolicy::Open,
         )
     }
 
-    fn handler(h: &HandlerConfig, route: &str, defaults: &PluginLimits) -> Self {
+    fn handler(h: &HandlerConfig, route: &str, plugins: &PluginsConfig) -> Self {
         // Handlers always get the request body.
-        Self::new(h.entry(), route, defaults, true, false)
+        Self::new(h.entry(), route, plugins, true, false)
     }
 }
 
@@ -155,7 +161,7 @@ impl Runtime {
                 (None, Some(h)) => Target::Handler(RoutePlugin::handler(
                     h,
                     route.path.get_ref(),
-                    &config.plugins.limits,
+                    &config.plugins,
                 )),
                 (None, None) => anyhow::bail!("routes[{i}] has no target"),
             };
@@ -165,7 +171,7 @@ impl Runtime {
                 filters: route
                     .filters
                     .iter()
-                    .map(|f| RoutePlugin::filter(f, route.path.get_ref(), &config.plugins.limits))
+                    .map(|f| RoutePlugin::filter(f, route.path.get_ref(), &config.plugins))
                     .collect(),
             });
         }

@@ -287,3 +287,52 @@ async fn plugin_stdout_does_not_break_the_request() {
     assert_eq!(reply.text(), "printed");
     gw.shutdown().await;
 }
+
+/// `instances = "reuse"`: guest memory survives from one request to the next (the trade-off the
+/// entry opted into); a failure discards the instance; per-request instances never share state.
+#[tokio::test]
+async fn reused_instances_keep_guest_memory_and_fresh_ones_never_do() {
+    let gw = gateway(
+        "[[routes]]\npath = \"/fresh\"\nhandler = { plugin = \"test-handler\", config = { mode = \"counter\" } }\n\
+         [[routes]]\npath = \"/reused\"\nhandler = { plugin = \"test-handler\", instances = \"reuse\", config = { mode = \"counter\" } }\n\
+         [[routes]]\npath = \"/fragile\"\nhandler = { plugin = \"test-handler\", instances = \"reuse\", config = { mode = \"counter\", panic_at = 3 } }\n",
+    )
+    .await;
+    let mut fresh = Vec::new();
+    let mut reused = Vec::new();
+    for _ in 0..4 {
+        fresh.push(get(&gw, "/fresh").await.text());
+        reused.push(get(&gw, "/reused").await.text());
+    }
+    assert_eq!(
+        fresh,
+        ["1", "1", "1", "1"],
+        "per-request instances share nothing"
+    );
+    assert_eq!(
+        reused,
+        ["1", "2", "3", "4"],
+        "one instance served them in turn"
+    );
+
+    // The third request traps; the instance is discarded and the next starts from scratch.
+    let statuses: Vec<(StatusCode, String)> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            let r = get(&gw, "/fragile").await;
+            out.push((r.status, r.text()));
+        }
+        out
+    };
+    assert_eq!(statuses[0], (StatusCode::OK, "1".to_owned()));
+    assert_eq!(statuses[1], (StatusCode::OK, "2".to_owned()));
+    assert_eq!(statuses[2].0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        statuses[3],
+        (StatusCode::OK, "1".to_owned()),
+        "{statuses:?}"
+    );
+    // Reuse never crosses route entries: /reused kept its own count.
+    assert_eq!(get(&gw, "/reused").await.text(), "5");
+    gw.shutdown().await;
+}

@@ -255,6 +255,8 @@ pub struct PluginsConfig {
     pub max_queued: usize,
     /// How long a request waits for an instance before 503 + `retry-after`, in ms. Default 1000.
     pub queue_timeout_ms: u64,
+    /// Bounds of instance reuse, for entries with `instances = "reuse"`.
+    pub reuse: ReuseConfig,
     /// Where compiled plugins are cached between runs. Default: none (compile at every start).
     pub cache_dir: Option<PathBuf>,
 }
@@ -268,9 +270,44 @@ impl Default for PluginsConfig {
             max_instances: 2048,
             max_queued: 4096,
             queue_timeout_ms: 1000,
+            reuse: ReuseConfig::default(),
             cache_dir: None,
         }
     }
+}
+
+/// `[plugins.reuse]`: how long a reused instance lives.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReuseConfig {
+    /// Requests one instance serves before it is discarded. Default 1000.
+    pub max_requests: u32,
+    /// Age after which an instance is discarded, in ms. Default 60000.
+    pub max_age_ms: u64,
+    /// Idle instances kept per route entry (each holds a slot of the pool). Default 16.
+    pub max_idle: usize,
+}
+
+impl Default for ReuseConfig {
+    fn default() -> Self {
+        Self {
+            max_requests: 1000,
+            max_age_ms: 60_000,
+            max_idle: 16,
+        }
+    }
+}
+
+/// How a route entry gets plugin instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance for every request: nothing survives between requests.
+    #[default]
+    PerRequest,
+    /// One instance serves many requests, one at a time, within `[plugins.reuse]`'s bounds;
+    /// what the plugin keeps in memory survives from one request to the next.
+    Reuse,
 }
 
 /// `[plugins.limits]`.
@@ -515,6 +552,9 @@ pub struct HandlerConfig {
     /// Overrides of `[plugins.limits]` for this entry.
     #[serde(default)]
     pub limits: Option<EntryLimits>,
+    /// `per-request` (default) or `reuse`.
+    #[serde(default)]
+    pub instances: InstanceMode,
 }
 
 /// `canary = { plugin = "...", percent = 10 }` on a handler or filter entry.
@@ -566,6 +606,9 @@ pub struct FilterConfig {
     /// Overrides of `[plugins.limits]` for this entry.
     #[serde(default)]
     pub limits: Option<EntryLimits>,
+    /// `per-request` (default) or `reuse`.
+    #[serde(default)]
+    pub instances: InstanceMode,
     /// `closed` (default): a failing filter fails the request. `open`: the request or response
     /// goes on unmodified and the failure is logged.
     #[serde(default)]
@@ -588,6 +631,8 @@ pub struct PluginEntry<'a> {
     pub canary: Option<&'a CanaryConfig>,
     /// Overrides of `[plugins.limits]`.
     pub limits: Option<&'a EntryLimits>,
+    /// How instances are had.
+    pub instances: InstanceMode,
 }
 
 impl HandlerConfig {
@@ -600,6 +645,7 @@ impl HandlerConfig {
             allow_hosts: &self.allow_hosts,
             canary: self.canary.as_ref(),
             limits: self.limits.as_ref(),
+            instances: self.instances,
         }
     }
 }
@@ -614,6 +660,7 @@ impl FilterConfig {
             allow_hosts: &self.allow_hosts,
             canary: self.canary.as_ref(),
             limits: self.limits.as_ref(),
+            instances: self.instances,
         }
     }
 }

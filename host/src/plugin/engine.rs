@@ -333,7 +333,9 @@ impl PluginEngine {
     /// Creates a store for one request.
     pub(super) fn store(&self, call: Arc<CallContext>, limits: &CallLimits) -> Store<PluginState> {
         let memory_bytes = limits.memory_bytes;
-        let log = Arc::new(LogBudget::new(&call, limits));
+        let log = Arc::new(arc_swap::ArcSwap::from_pointee(LogBudget::new(
+            &call, limits,
+        )));
         let mut wasi = WasiCtx::builder();
         wasi.stdout(PluginOutput {
             log: Arc::clone(&log),
@@ -356,6 +358,7 @@ impl PluginEngine {
             outbound: Outbound::new(Arc::clone(&call.outbound)),
             call,
             log,
+            open_calls: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

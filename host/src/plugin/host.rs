@@ -12,7 +12,7 @@ const MAX_LOG_MESSAGE: usize = 8192;
 
 impl log::Host for PluginState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if !self.log.admit(message.len().min(MAX_LOG_MESSAGE)) {
+        if !self.log.load().admit(message.len().min(MAX_LOG_MESSAGE)) {
             return Ok(());
         }
         let mut message = message;
@@ -88,7 +88,9 @@ impl http_client::Host for PluginState {
 
     async fn start(&mut self, request: OutgoingRequest) -> wasmtime::Result<Resource<PendingCall>> {
         let pending = self.outbound.start(request);
-        Ok(self.table.push(pending)?)
+        let handle = self.table.push(pending)?;
+        self.open_calls += 1;
+        Ok(handle)
     }
 
     async fn send_all(
@@ -111,6 +113,7 @@ impl http_client::HostPendingResponse for PluginState {
     async fn drop(&mut self, pending: Resource<PendingCall>) -> wasmtime::Result<()> {
         // Dropping the entry aborts a call still running.
         self.table.delete(pending)?;
+        self.open_calls = self.open_calls.saturating_sub(1);
         Ok(())
     }
 }

@@ -23,6 +23,9 @@ pub struct PluginInstance {
     timeout: Duration,
     canary: Option<Arc<crate::canary::Canary>>,
     failed: bool,
+    /// When it was instantiated and how many requests it served (reuse mode bounds both).
+    born: Instant,
+    served: u32,
     /// The instance's slot in the pool; given back after the store (and its instance) is gone.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -97,8 +100,43 @@ impl PluginInstance {
             timeout,
             canary: None,
             failed: false,
+            born: Instant::now(),
+            served: 1,
             _slot: slot,
         })
+    }
+
+    /// Points a reused instance at its next request: new request context, outbound state and log
+    /// budget. Guest memory is what the previous request left.
+    pub fn rebind(&mut self, call: CallContext, limits: &CallLimits) {
+        self.plugin.requests.fetch_add(1, Ordering::Relaxed);
+        self.timeout = limits.timeout;
+        self.served += 1;
+        let call = Arc::new(call);
+        let state = self.store.data_mut();
+        state
+            .log
+            .store(Arc::new(super::state::LogBudget::new(&call, limits)));
+        state.outbound = crate::outbound::Outbound::new(Arc::clone(&call.outbound));
+        state.call = call;
+    }
+
+    /// Whether this instance may serve another request: it never failed (trap, timeout, memory
+    /// cap, invalid output), holds no outbound call open, and is within `max_requests` and
+    /// `max_age`.
+    pub fn reusable(&self, max_requests: u32, max_age: Duration) -> bool {
+        let state = self.store.data();
+        !self.failed
+            && !state.limiter.memory_denied
+            && state.open_calls == 0
+            && self.canary.is_none()
+            && self.served < max_requests
+            && self.born.elapsed() < max_age
+    }
+
+    /// Marks the instance as failed (its output was refused): it is not reused.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
     }
 
     /// Makes this instance report its outcome (trapped or timed out, or not) to a canary.

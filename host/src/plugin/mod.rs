@@ -15,6 +15,7 @@
 //!   failure becomes a [`GatewayError`](crate::error::GatewayError));
 //! - `state`: [`PluginState`], the per-store data ([`CallContext`], the memory limiter, the log
 //!   budget shared by log calls and stdout/stderr);
+//! - `reuse`: [`ReusePool`], idle instances of a route entry that opted into reuse;
 //! - `host`: the `tessera:gateway` imports, implemented on [`PluginState`].
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
@@ -25,10 +26,12 @@ mod engine;
 mod host;
 mod instance;
 mod registry;
+mod reuse;
 mod state;
 
 pub use cache::write_atomically;
 pub use engine::{CallLimits, PluginEngine};
 pub use instance::PluginInstance;
 pub use registry::{LoadError, LoadedPlugin, PluginRegistry};
+pub use reuse::ReusePool;
 pub use state::{CallContext, PluginState};

@@ -32,6 +32,10 @@ pub struct CallContext {
     pub outbound: Arc<OutboundContext>,
 }
 
+/// The log budget of the request an instance serves now; a reused instance gets a new one per
+/// request, and stdout/stderr (set up once with the store) follow it.
+pub(super) type CurrentLog = Arc<arc_swap::ArcSwap<LogBudget>>;
+
 /// Per-store data: WASI, the limiter and the request's context.
 pub struct PluginState {
     pub(super) wasi: WasiCtx,
@@ -39,7 +43,10 @@ pub struct PluginState {
     pub(super) limiter: PluginLimiter,
     pub(super) call: Arc<CallContext>,
     pub(super) outbound: Outbound,
-    pub(super) log: Arc<LogBudget>,
+    pub(super) log: CurrentLog,
+    /// `pending-response` handles the guest holds; a reused instance must hold none between
+    /// requests (a call of one request must not run into the next).
+    pub(super) open_calls: u32,
 }
 
 impl fmt::Debug for PluginState {
@@ -147,7 +154,7 @@ impl Drop for LogBudget {
 /// Guest stdout/stderr: each line becomes a log event tagged with the plugin.
 #[derive(Clone)]
 pub(super) struct PluginOutput {
-    pub(super) log: Arc<LogBudget>,
+    pub(super) log: CurrentLog,
     pub(super) stream: &'static str,
 }
 
@@ -171,7 +178,7 @@ impl StdoutStream for PluginOutput {
 const MAX_LINE: usize = 4096;
 
 struct LineLogger {
-    log: Arc<LogBudget>,
+    log: CurrentLog,
     stream: &'static str,
     line: Vec<u8>,
 }
@@ -181,9 +188,10 @@ impl LineLogger {
         if self.line.is_empty() {
             return;
         }
-        if self.log.admit(self.line.len()) {
+        let log = self.log.load();
+        if log.admit(self.line.len()) {
             let text = String::from_utf8_lossy(&self.line);
-            tracing::info!(target: "tessera::plugin", plugin = %self.log.plugin, request_id = %self.log.request_id, stream = self.stream, "{}", text.trim_end());
+            tracing::info!(target: "tessera::plugin", plugin = %log.plugin, request_id = %log.request_id, stream = self.stream, "{}", text.trim_end());
         }
         self.line.clear();
     }

@@ -1,8 +1,10 @@
 //! `GET /api/orders/{id}` under load, through the gateway (the `order-details` plugin) and
 //! through a hand-written native Rust aggregator making the same calls to the same services.
 //!
-//! Usage: `tessera-ecommerce-bench <plugin-dir> [seconds] [connections]` (what
-//! `cargo xtask bench` runs, with release plugins). Prints a Markdown table.
+//! Usage: `tessera-ecommerce-bench <plugin-dir> [seconds] [connections] [latency-ms]` (what
+//! `cargo xtask bench` runs, with release plugins). `latency-ms` delays every service answer, so
+//! many requests are in flight at once (the capacity case). Prints a Markdown table, and the
+//! resident memory of the whole bench process idle and at its peak under gateway load.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,11 +47,16 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .map_or(Ok(32), |s| s.parse())
         .context("connections")?;
+    let latency = Duration::from_millis(
+        args.next()
+            .map_or(Ok(0), |s| s.parse())
+            .context("latency-ms")?,
+    );
 
-    let services = tessera_ecommerce_services::start_all(Duration::ZERO).await?;
+    let services = tessera_ecommerce_services::start_all(latency).await?;
     let plugin = plugins.join("tessera_example_order_details.wasm");
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[plugins]\nmax_instances = 512\n[plugins.files]\norder-details = {:?}\n{}\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[plugins.files]\norder-details = {:?}\n{}\
          [[routes]]\npath = \"/api/orders/{{id}}\"\nhandler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n",
         plugin.display().to_string(),
         // The native aggregator's client keeps every idle connection; give the gateway's
@@ -71,7 +78,19 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(a == b, "gateway and native answers differ:\n{a}\n{b}");
 
     let duration = Duration::from_secs(seconds);
+    let idle_rss = rss_mib();
+    let peak_rss = Arc::new(std::sync::atomic::AtomicU64::new(idle_rss));
+    let sampler = {
+        let peak = Arc::clone(&peak_rss);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                peak.fetch_max(rss_mib(), std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
     let gw = load(&client, gateway.local_addr(), connections, duration).await;
+    sampler.abort();
     let nat = load(&client, native, connections, duration).await;
     println!("| target | requests/s | p50 | p99 | errors |");
     println!("|---|---|---|---|---|");
@@ -89,11 +108,28 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "throughput ratio gateway/native: {:.2}x ({connections} connections, {seconds} s each)",
+        "throughput ratio gateway/native: {:.2}x ({connections} connections, {seconds} s each, services answer after {latency:?})",
         gw.throughput / nat.throughput
+    );
+    println!(
+        "bench process RSS: {idle_rss} MiB idle, {} MiB at peak under gateway load",
+        peak_rss.load(std::sync::atomic::Ordering::Relaxed)
     );
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 async fn fetch(client: &HttpClient, addr: SocketAddr, id: u64) -> anyhow::Result<Value> {

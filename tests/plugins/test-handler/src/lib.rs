@@ -6,7 +6,9 @@
 //! - `start`: starts every `config.urls` entry, then waits for each, and reports each result;
 //! - `chain`: GETs `urls[0]`, then GETs `urls[1]` followed by the first response's body;
 //! - `bad-header`: answers with a header value holding CR LF;
-//! - `print`: writes to stdout and stderr, then answers.
+//! - `print`: writes to stdout and stderr, then answers;
+//! - `counter`: counts the requests this instance served (a global in guest memory) and answers
+//!   the count; with `panic_at`, panics when the count reaches it.
 
 use serde::Deserialize;
 use tessera_sdk::{Error, Handler, Request, Response, context, http};
@@ -18,7 +20,11 @@ struct Config {
     url: String,
     urls: Vec<String>,
     timeout_ms: Option<u64>,
+    panic_at: Option<u32>,
 }
+
+/// Requests this instance has served: guest memory, so it survives only where the instance does.
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn outgoing(config: &Config, url: &str) -> http::OutgoingRequest {
     let request = http::get(url);
@@ -44,6 +50,13 @@ impl Handler for TestHandler {
         let config: Config = tessera_sdk::config()?;
         match config.mode.as_str() {
             "panic" => panic!("test-handler asked to panic"),
+            "counter" => {
+                let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if config.panic_at == Some(n) {
+                    panic!("test-handler asked to panic at request {n}");
+                }
+                Ok(Response::text(200, n.to_string()))
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
