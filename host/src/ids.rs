@@ -47,13 +47,15 @@ fn fill_from_hasher(buf: &mut [u8]) {
     }
 }
 
+/// Lowercase hex; every request pays for an id, so no formatting machinery.
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
     }
-    s
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A new request id: 128 random bits as 32 lowercase hex digits. Ids say nothing about the

@@ -3,12 +3,16 @@
 //! - `test`: everything CI runs: fmt check, clippy, plugins, all tests;
 //! - `soak [seconds]`: normal traffic with 1 % hostile requests (default 60 s);
 //! - `bench`: the benchmarks (release build): per-request plugin cost (criterion, results in
-//!   `target/criterion`) and the order-details load test against a native aggregator.
+//!   `target/criterion`) and the order-details load test against a native aggregator;
+//! - `bench --compare [seconds]`: tessera beside nginx under wrk, pinned, one table (needs `wrk`,
+//!   `nginx` and `taskset`: `apt-get install wrk nginx-light`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+mod compare;
 
 /// Plugin crates built for wasm32-wasip2, listed once in `xtask/plugins.txt` (the test harness
 /// reads the same file).
@@ -26,10 +30,13 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "demo" => demo(),
         "test" => test(),
+        "bench" if std::env::args().nth(2).as_deref() == Some("--compare") => {
+            bench_compare(std::env::args().nth(3))
+        }
         "bench" => bench(),
         "soak" => soak(std::env::args().nth(2)),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|soak [seconds]>");
+            eprintln!("usage: cargo xtask <demo|test|bench [--compare [seconds]]|soak [seconds]>");
             bail!("unknown task `{task}`")
         }
     }
@@ -216,6 +223,17 @@ fn bench() -> anyhow::Result<()> {
     ])
     .arg(&plugins);
     run(load)
+}
+
+fn bench_compare(seconds: Option<String>) -> anyhow::Result<()> {
+    let seconds: u32 = seconds.map_or(Ok(10), |s| s.parse()).context("seconds")?;
+    let plugins = build_plugins(Profile::Release)?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "tessera"]);
+    run(build)?;
+    let tessera = target_dir().join("release").join("tessera");
+    let work = target_dir().join("bench-compare");
+    compare::run(&tessera, &plugins, &work, seconds)
 }
 
 fn soak(seconds: Option<String>) -> anyhow::Result<()> {

@@ -1,0 +1,259 @@
+//! `cargo xtask bench --compare`: the gateway side by side with its peers, in one run, one table.
+//!
+//! Every target runs alone on core 0 (`taskset -c 0`); the upstream (nginx serving a 1 KiB file,
+//! one worker) and the load generator (`wrk -t1 -c32 -d<secs>s --latency`) run on core 1. Targets:
+//! nginx as a reverse proxy (upstream keepalive 64, one worker), `wasmtime serve` with a wasi:http
+//! hello component (when `wasmtime` and such a component are at hand), and tessera's proxy route,
+//! proxy + `headers` filter with fresh instances and with reuse, and the `hello` handler. Ratios
+//! are what to read; absolute numbers vary with the machine's other load.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// One measured target.
+pub struct Measured {
+    /// What was measured.
+    pub name: String,
+    /// Requests per second.
+    pub rps: f64,
+    /// 99th percentile latency, in ms.
+    pub p99_ms: f64,
+    /// Non-2xx or socket errors wrk reported.
+    pub errors: u64,
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("nothing listens on 127.0.0.1:{port} after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn pinned(core: u32, program: &Path) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &core.to_string()]).arg(program);
+    cmd
+}
+
+fn start(mut cmd: Command, port: u16) -> anyhow::Result<Running> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let running = Running(child);
+    wait_for_port(port)?;
+    Ok(running)
+}
+
+/// Runs wrk on core 1 against `url` and reads its summary.
+fn wrk(name: &str, url: &str, seconds: u32) -> anyhow::Result<Measured> {
+    let wrk = which("wrk").context("wrk is not installed (apt-get install wrk)")?;
+    // A short warm-up so pools and caches are filled before the measured run.
+    let _ = pinned(1, &wrk).args(["-t1", "-c32", "-d2s", url]).output();
+    let out = pinned(1, &wrk)
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", url])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(prefix)
+                .map(str::trim)
+                .map(str::to_owned)
+        })
+    };
+    let rps: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let p99_ms = field("99%").map_or(f64::NAN, |v| duration_ms(&v));
+    let errors = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        + field("Socket errors:").map_or(0, |v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        });
+    Ok(Measured {
+        name: name.to_owned(),
+        rps,
+        p99_ms,
+        errors,
+    })
+}
+
+/// `1.23ms`, `456.00us`, `1.02s` → ms.
+fn duration_ms(v: &str) -> f64 {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (v, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+fn nginx_conf(dir: &Path, name: &str, http: &str) -> anyhow::Result<PathBuf> {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/{name}.pid;\nerror_log {dir}/{name}.error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  {http}\n}}\n",
+            dir = dir.display()
+        ),
+    )?;
+    Ok(conf)
+}
+
+/// Runs the comparison; `tessera` is the release binary, `plugins` the release plugin directory.
+pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow::Result<()> {
+    let Some(nginx) = which("nginx") else {
+        bail!("nginx is needed as the upstream (apt-get install nginx-light)");
+    };
+    which("taskset").context("taskset is needed (util-linux)")?;
+    std::fs::create_dir_all(work.join("www"))?;
+    std::fs::create_dir_all(work.join("tmp"))?;
+    std::fs::write(work.join("www").join("1k"), vec![b'x'; 1024])?;
+    let (up_port, nginx_port, tessera_port) = (18181, 18182, 18183);
+
+    let upstream_conf = nginx_conf(
+        work,
+        "upstream",
+        &format!(
+            "server {{ listen 127.0.0.1:{up_port}; location / {{ root {}; }} }}",
+            work.join("www").display()
+        ),
+    )?;
+    let mut cmd = pinned(1, &nginx);
+    cmd.arg("-c").arg(&upstream_conf);
+    let _upstream = start(cmd, up_port)?;
+
+    let mut results = Vec::new();
+    {
+        let conf = nginx_conf(
+            work,
+            "proxy",
+            &format!(
+                "upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n  \
+                 server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+            ),
+        )?;
+        let mut cmd = pinned(0, &nginx);
+        cmd.arg("-c").arg(&conf);
+        let _proxy = start(cmd, nginx_port)?;
+        results.push(wrk(
+            "nginx reverse proxy",
+            &format!("http://127.0.0.1:{nginx_port}/1k"),
+            seconds,
+        )?);
+    }
+    {
+        let config = work.join("tessera.toml");
+        let plugin = |name: &str| plugins.join(format!("{name}.wasm")).display().to_string();
+        let filter =
+            "plugin = \"headers\", config = { response = { set = { x-served-by = \"tessera\" } } }";
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{tessera_port}\"\n\
+                 [plugins.files]\nheaders = {:?}\nhello = {:?}\n\
+                 [upstreams.nginx]\ntargets = [\"127.0.0.1:{up_port}\"]\nmax_idle_per_target = 64\n\
+                 [[routes]]\npath = \"/proxy/{{*rest}}\"\nupstream = \"nginx\"\n\
+                 [[routes]]\npath = \"/filter/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter} }}]\n\
+                 [[routes]]\npath = \"/reuse/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter}, instances = \"reuse\" }}]\n\
+                 [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n",
+                plugin("tessera_plugin_headers"),
+                plugin("tessera_example_hello"),
+            ),
+        )?;
+        // The upstream sees /proxy/1k etc.; give nginx those paths too.
+        for dir in ["proxy", "filter", "reuse"] {
+            std::fs::create_dir_all(work.join("www").join(dir))?;
+            std::fs::write(work.join("www").join(dir).join("1k"), vec![b'x'; 1024])?;
+        }
+        let mut cmd = pinned(0, tessera);
+        cmd.arg("run").arg(&config).env("RUST_LOG", "warn");
+        let _gateway = start(cmd, tessera_port)?;
+        let base = format!("http://127.0.0.1:{tessera_port}");
+        results.push(wrk(
+            "tessera proxy route",
+            &format!("{base}/proxy/1k"),
+            seconds,
+        )?);
+        results.push(wrk(
+            "tessera proxy + headers filter (fresh instance)",
+            &format!("{base}/filter/1k"),
+            seconds,
+        )?);
+        results.push(wrk(
+            "tessera proxy + headers filter (reuse)",
+            &format!("{base}/reuse/1k"),
+            seconds,
+        )?);
+        results.push(wrk(
+            "tessera hello handler",
+            &format!("{base}/hello/bench"),
+            seconds,
+        )?);
+    }
+    let by = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| r.rps)
+    };
+    let nginx_rps = by("nginx reverse proxy");
+    let proxy_rps = by("tessera proxy route");
+    println!("| target | req/s | p99 | errors | ratio |");
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        let ratio = match r.name.as_str() {
+            n if n.starts_with("tessera proxy route") => nginx_rps.map(|b| (r.rps / b, "× nginx")),
+            n if n.starts_with("nginx") => None,
+            _ => proxy_rps.map(|b| (r.rps / b, "× tessera proxy")),
+        };
+        println!(
+            "| {} | {:.0} | {:.2} ms | {} | {} |",
+            r.name,
+            r.rps,
+            r.p99_ms,
+            r.errors,
+            ratio.map_or(String::from("—"), |(x, what)| format!("{x:.2}{what}"))
+        );
+    }
+    println!(
+        "\ncommand: cargo xtask bench --compare ({seconds} s per target; targets on core 0, nginx upstream and wrk on core 1)"
+    );
+    Ok(())
+}
