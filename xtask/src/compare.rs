@@ -136,6 +136,29 @@ fn nginx_conf(dir: &Path, name: &str, http: &str) -> anyhow::Result<PathBuf> {
     Ok(conf)
 }
 
+/// Builds the wasi:http hello component (`xtask/wasi-hello`, outside the workspace) for
+/// `wasmtime serve`.
+fn wasi_hello(work: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasi-hello/Cargo.toml");
+    let target = work.join("wasi-hello-target");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .context("building the wasi:http hello component")?;
+    if !status.success() {
+        bail!("building {} failed", manifest.display());
+    }
+    Ok(target.join("wasm32-wasip2/release/tessera_bench_wasi_hello.wasm"))
+}
+
 /// Runs the comparison; `tessera` is the release binary, `plugins` the release plugin directory.
 pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow::Result<()> {
     let Some(nginx) = which("nginx") else {
@@ -227,6 +250,24 @@ pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow:
             seconds,
         )?);
     }
+    match (which("wasmtime"), wasi_hello(work)) {
+        (Some(wasmtime), Ok(component)) => {
+            let port = 18184;
+            let mut cmd = pinned(0, &wasmtime);
+            cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-S", "cli"])
+                .arg(&component);
+            let _serve = start(cmd, port)?;
+            results.push(wrk(
+                "wasmtime serve, wasi:http hello",
+                &format!("http://127.0.0.1:{port}/"),
+                seconds,
+            )?);
+        }
+        (None, _) => eprintln!(
+            "compare: no `wasmtime` on PATH, skipping `wasmtime serve` (cargo install wasmtime-cli --version 48.0.8 --locked)"
+        ),
+        (_, Err(e)) => eprintln!("compare: skipping `wasmtime serve`: {e:#}"),
+    }
     let by = |name: &str| {
         results
             .iter()
@@ -235,13 +276,23 @@ pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow:
     };
     let nginx_rps = by("nginx reverse proxy");
     let proxy_rps = by("tessera proxy route");
+    let serve_rps = by("wasmtime serve");
     println!("| target | req/s | p99 | errors | ratio |");
     println!("|---|---|---|---|---|");
     for r in &results {
         let ratio = match r.name.as_str() {
-            n if n.starts_with("tessera proxy route") => nginx_rps.map(|b| (r.rps / b, "× nginx")),
+            n if n.starts_with("tessera proxy route") => {
+                nginx_rps.map(|b| (r.rps / b, "× nginx".to_owned()))
+            }
             n if n.starts_with("nginx") => None,
-            _ => proxy_rps.map(|b| (r.rps / b, "× tessera proxy")),
+            n if n.starts_with("wasmtime serve") => None,
+            n if n.starts_with("tessera hello") => proxy_rps.map(|b| {
+                let versus_serve = serve_rps.map_or(String::new(), |s| {
+                    format!(", {:.2}× wasmtime serve", r.rps / s)
+                });
+                (r.rps / b, format!("× tessera proxy{versus_serve}"))
+            }),
+            _ => proxy_rps.map(|b| (r.rps / b, "× tessera proxy".to_owned())),
         };
         println!(
             "| {} | {:.0} | {:.2} ms | {} | {} |",
