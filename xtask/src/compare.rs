@@ -4,8 +4,10 @@
 //! one worker) and the load generator (`wrk -t1 -c32 -d<secs>s --latency`) run on core 1. Targets:
 //! nginx as a reverse proxy (upstream keepalive 64, one worker), `wasmtime serve` with a wasi:http
 //! hello component (when `wasmtime` and such a component are at hand), and tessera's proxy route,
-//! proxy + `headers` filter with fresh instances and with reuse, and the `hello` handler. Ratios
-//! are what to read; absolute numbers vary with the machine's other load.
+//! proxy + `headers` filter with fresh instances and with reuse, and the `hello` handler; then the
+//! order-details orchestration against a native aggregator, at 32 connections and at 1,000 with
+//! 100 ms services (`tessera-ecommerce-bench`). Ratios are what to read; absolute numbers vary
+//! with the machine's other load.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -160,7 +162,13 @@ fn wasi_hello(work: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs the comparison; `tessera` is the release binary, `plugins` the release plugin directory.
-pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow::Result<()> {
+pub fn run(
+    tessera: &Path,
+    ecommerce: &Path,
+    plugins: &Path,
+    work: &Path,
+    seconds: u32,
+) -> anyhow::Result<()> {
     let Some(nginx) = which("nginx") else {
         bail!("nginx is needed as the upstream (apt-get install nginx-light)");
     };
@@ -303,8 +311,72 @@ pub fn run(tessera: &Path, plugins: &Path, work: &Path, seconds: u32) -> anyhow:
             ratio.map_or(String::from("—"), |(x, what)| format!("{x:.2}{what}"))
         );
     }
+    // Orchestration: the order-details plugin vs a native aggregator, at 32 connections with
+    // instant services, and the capacity case (1,000 connections, services answering in 100 ms).
+    for (connections, latency_ms) in [(32, 0), (1000, 100)] {
+        let (gateway, native) =
+            orchestration(ecommerce, plugins, seconds, connections, latency_ms)?;
+        let ratio = format!("{:.2}× native", gateway.rps / native.rps);
+        for (r, ratio) in [(&gateway, ratio.as_str()), (&native, "—")] {
+            println!(
+                "| {} | {:.0} | {:.2} ms | {} | {ratio} |",
+                r.name, r.rps, r.p99_ms, r.errors
+            );
+        }
+    }
     println!(
-        "\ncommand: cargo xtask bench --compare ({seconds} s per target; targets on core 0, nginx upstream and wrk on core 1)"
+        "\ncommand: cargo xtask bench --compare ({seconds} s per target; wrk targets on core 0, nginx upstream and wrk on core 1; the order-details rows run gateway, native aggregator, services and load in one process on both cores)"
     );
     Ok(())
+}
+
+/// Runs `tessera-ecommerce-bench` and reads its two rows (gateway, native).
+fn orchestration(
+    bench: &Path,
+    plugins: &Path,
+    seconds: u32,
+    connections: u32,
+    latency_ms: u32,
+) -> anyhow::Result<(Measured, Measured)> {
+    let out = Command::new(bench)
+        .arg(plugins)
+        .args([
+            seconds.to_string(),
+            connections.to_string(),
+            latency_ms.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", bench.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |prefix: &str, name: String| -> anyhow::Result<Measured> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {prefix}")))
+            .with_context(|| format!("no `{prefix}` row in the order-details bench:\n{text}"))?;
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | name | req/s | p50 | p99 | errors |
+        Ok(Measured {
+            name,
+            rps: cells
+                .get(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(f64::NAN),
+            p99_ms: cells
+                .get(4)
+                .map_or(f64::NAN, |c| duration_ms(&c.replace(' ', ""))),
+            errors: cells.get(5).and_then(|c| c.parse().ok()).unwrap_or(0),
+        })
+    };
+    let case = if latency_ms == 0 {
+        format!("{connections} connections")
+    } else {
+        format!("{connections} connections, services answer in {latency_ms} ms")
+    };
+    Ok((
+        row("gateway", format!("order details through tessera ({case})"))?,
+        row(
+            "native",
+            format!("order details, native Rust aggregator ({case})"),
+        )?,
+    ))
 }

@@ -229,11 +229,24 @@ fn bench_compare(seconds: Option<String>) -> anyhow::Result<()> {
     let seconds: u32 = seconds.map_or(Ok(10), |s| s.parse()).context("seconds")?;
     let plugins = build_plugins(Profile::Release)?;
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "tessera"]);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "tessera",
+        "-p",
+        "tessera-ecommerce-bench",
+    ]);
     run(build)?;
-    let tessera = target_dir().join("release").join("tessera");
+    let release = target_dir().join("release");
     let work = target_dir().join("bench-compare");
-    compare::run(&tessera, &plugins, &work, seconds)
+    compare::run(
+        &release.join("tessera"),
+        &release.join("tessera-ecommerce-bench"),
+        &plugins,
+        &work,
+        seconds,
+    )
 }
 
 fn soak(seconds: Option<String>) -> anyhow::Result<()> {
