@@ -32,7 +32,7 @@ fn call_context() -> CallContext {
         params: vec![("name".to_owned(), "bench".to_owned())].into(),
         outbound: Arc::new(OutboundContext {
             request_id: "bench".into(),
-            traceparent: None,
+            traceparent: Default::default(),
             granted: Vec::new().into(),
             allow_hosts: Vec::new().into(),
             upstreams: Arc::new(Upstreams::default()),

@@ -37,7 +37,7 @@ pub struct RequestInfo {
     /// Path parameters of the matched route.
     pub params: Arc<[(String, String)]>,
     /// The request's trace context (the client's `traceparent`, or one the gateway started).
-    pub traceparent: Option<Arc<str>>,
+    pub traceparent: Arc<crate::ids::TraceContext>,
     /// `server.max_request_body_bytes`.
     pub body_limit: u64,
     /// `server.body_read_timeout_ms`: longest pause between two pieces of the request body.
@@ -173,7 +173,7 @@ async fn instantiate(
         params: Arc::clone(&info.params),
         outbound: Arc::new(OutboundContext {
             request_id: Arc::clone(&info.request_id),
-            traceparent: info.traceparent.clone(),
+            traceparent: Arc::clone(&info.traceparent),
             granted: Arc::clone(&use_.upstreams),
             allow_hosts: Arc::clone(&use_.allow_hosts),
             upstreams: Arc::clone(&runtime.upstreams),

@@ -111,6 +111,32 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-00", hex(&trace), span_id())
 }
 
+/// A request's W3C trace context: the client's `traceparent` when it sent a valid one, else a new
+/// trace, made only when a plugin first calls out (most requests never need one).
+#[derive(Debug, Default)]
+pub struct TraceContext {
+    incoming: Option<String>,
+    made: std::sync::OnceLock<String>,
+}
+
+impl TraceContext {
+    /// From the request's `traceparent` header value, if any.
+    pub fn new(incoming: Option<&str>) -> Self {
+        Self {
+            incoming: incoming.and_then(parse_traceparent).map(str::to_owned),
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The request's `traceparent`; the same for every call of the request.
+    pub fn traceparent(&self) -> &str {
+        match &self.incoming {
+            Some(tp) => tp,
+            None => self.made.get_or_init(new_traceparent),
+        }
+    }
+}
+
 /// The trace context for a call made on behalf of `parent`: same trace, new parent id.
 pub fn child_traceparent(parent: &str) -> String {
     let mut parts = parent.splitn(4, '-');
@@ -175,5 +201,14 @@ mod tests {
         assert_ne!(child, tp);
         assert!(parse_traceparent(&child).is_some());
         assert!(parse_traceparent(&new_traceparent()).is_some());
+        let kept = TraceContext::new(Some(tp));
+        assert_eq!(kept.traceparent(), tp);
+        let made = TraceContext::new(Some("garbage"));
+        assert_eq!(
+            made.traceparent(),
+            made.traceparent(),
+            "one trace per request"
+        );
+        assert!(parse_traceparent(made.traceparent()).is_some());
     }
 }

@@ -76,7 +76,7 @@ pub struct OutboundContext {
     /// The request id, sent as `x-request-id`.
     pub request_id: Arc<str>,
     /// The request's W3C trace context; calls carry a child of it.
-    pub traceparent: Option<Arc<str>>,
+    pub traceparent: Arc<ids::TraceContext>,
     /// Upstreams this plugin may call on this route.
     pub granted: Arc<[String]>,
     /// Hosts (not upstreams) this plugin may call directly on this route.
@@ -187,8 +187,8 @@ impl Outbound {
         if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
             headers.insert(REQUEST_ID, v);
         }
-        if let Some(parent) = &self.call.traceparent
-            && let Ok(v) = HeaderValue::from_str(&ids::child_traceparent(parent))
+        if let Ok(v) =
+            HeaderValue::from_str(&ids::child_traceparent(self.call.traceparent.traceparent()))
         {
             headers.insert(TRACEPARENT, v);
         }

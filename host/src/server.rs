@@ -292,23 +292,17 @@ async fn route(
             limit: usize::try_from(policy.max_body).unwrap_or(usize::MAX),
         });
     }
-    // Only plugins' outbound calls use the trace context; a proxied request passes the client's
-    // `traceparent` on as it came.
-    let runs_plugins =
-        !entry.filters.is_empty() || matches!(entry.target, crate::runtime::Target::Handler(_));
-    let traceparent = runs_plugins.then(|| {
+    let traceparent = ids::TraceContext::new(
         request
             .headers()
             .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(ids::parse_traceparent)
-            .map_or_else(ids::new_traceparent, str::to_owned)
-    });
+            .and_then(|v| v.to_str().ok()),
+    );
     let info = RequestInfo {
         request_id: Arc::clone(request_id),
         client: peer.addr,
         params: matched.params.into(),
-        traceparent: traceparent.map(Into::into),
+        traceparent: Arc::new(traceparent),
         body_limit: policy.max_body,
         body_read_timeout: policy.body_read_timeout,
         body_buffer_timeout: policy.body_buffer_timeout,

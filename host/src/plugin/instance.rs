@@ -11,7 +11,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::engine::{CallLimits, PluginEngine};
 use super::registry::LoadedPlugin;
 use super::state::{CallContext, PluginState};
-use crate::bindings::{self, RequestAction, request_filter};
+use crate::bindings::{self, RequestAction, request_filter, request_handler};
 use crate::error::{GatewayError, PluginFailure};
 
 /// One plugin instance serving one request. A filter's instance lives from its on-request to its
@@ -23,6 +23,9 @@ pub struct PluginInstance {
     timeout: Duration,
     canary: Option<Arc<crate::canary::Canary>>,
     failed: bool,
+    /// The filter or handler exports, once looked up.
+    filter: Option<request_filter::Guest>,
+    handler: Option<request_handler::Guest>,
     /// When it was instantiated and how many requests it served (reuse mode bounds both).
     born: Instant,
     served: u32,
@@ -100,6 +103,8 @@ impl PluginInstance {
             timeout,
             canary: None,
             failed: false,
+            filter: None,
+            handler: None,
             born: Instant::now(),
             served: 1,
             _slot: slot,
@@ -185,29 +190,43 @@ impl PluginInstance {
         &mut self,
         request: bindings::Request,
     ) -> Result<bindings::Response, GatewayError> {
-        let indices = self
-            .plugin
-            .handler
-            .as_ref()
-            .ok_or_else(|| self.not_a("handler"))?;
-        let guest = indices
-            .load(&mut self.store, &self.instance)
-            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        let guest = match &self.handler {
+            Some(guest) => guest.clone(),
+            None => {
+                let indices = self
+                    .plugin
+                    .handler
+                    .as_ref()
+                    .ok_or_else(|| self.not_a("handler"))?;
+                let guest = indices
+                    .load(&mut self.store, &self.instance)
+                    .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+                self.handler = Some(guest.clone());
+                guest
+            }
+        };
         arm_deadline(&mut self.store, self.timeout);
         let result =
             tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
         self.finish(result, "handle")
     }
 
+    /// The filter's exports, looked up (and type-checked) once per instance: a filter calls
+    /// twice per request, a reused one many times.
     fn filter_guest(&mut self) -> Result<request_filter::Guest, GatewayError> {
+        if let Some(guest) = &self.filter {
+            return Ok(guest.clone());
+        }
         let indices = self
             .plugin
             .filter
             .as_ref()
             .ok_or_else(|| self.not_a("filter"))?;
-        indices
+        let guest = indices
             .load(&mut self.store, &self.instance)
-            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))
+            .map_err(|e| failure(&self.plugin, PluginFailure::Instantiate, e.into()))?;
+        self.filter = Some(guest.clone());
+        Ok(guest)
     }
 
     fn not_a(&self, world: &str) -> GatewayError {
