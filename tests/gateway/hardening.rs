@@ -349,3 +349,155 @@ async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
     }
     assert_eq!(get(&gw, "/hello/x").await.status, StatusCode::OK);
 }
+
+/// `max_plugin_requests_per_client`: one client address cannot hold more plugin requests than
+/// its share (429 + `retry-after`), while another address is still served.
+#[tokio::test]
+async fn one_client_address_cannot_take_every_plugin_instance() {
+    // An upstream that accepts and never answers: each call holds its plugin's instance until
+    // the plugin's 2 s deadline.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+            let _ = arrived.send(());
+        }
+    });
+    let gw = Arc::new(
+        gateway_with(
+            "max_plugin_requests_per_client = 2\n",
+            &format!(
+                "[upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
+                 [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
+                 [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n"
+            ),
+        )
+        .await,
+    );
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let gw = Arc::clone(&gw);
+            tokio::spawn(async move { get(&gw, "/hold").await.status })
+        })
+        .collect();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("the holding calls reach the upstream");
+    }
+    // 127.0.0.1 holds its two: a third plugin request from it is refused at once.
+    let started = Instant::now();
+    let reply = get(&gw, "/hello/x").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Another address (the loopback range is all local) is served meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(gw.local_addr()).await.unwrap();
+    stream
+        .write_all(b"GET /hello/other HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&answer), Some(200), "{answer}");
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    // The slots came back.
+    assert_eq!(get(&gw, "/hello/x").await.status, StatusCode::OK);
+}
+
+/// `max_plugin_requests_per_connection`: HTTP/2 streams of one connection beyond the cap wait up to
+/// 1 s for a sibling, then get 429; another connection is served meanwhile.
+#[tokio::test]
+async fn one_http2_connection_cannot_take_every_plugin_instance() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+            let _ = arrived.send(());
+        }
+    });
+    let gw = gateway_with(
+        "max_plugin_requests_per_connection = 2\n",
+        &format!(
+            "[upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
+             [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
+             [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n"
+        ),
+    )
+    .await;
+    // One HTTP/2 connection (prior knowledge), its streams multiplexed.
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .pool_max_idle_per_host(1)
+            .build_http();
+    let uri =
+        |path: &str| -> http::Uri { format!("http://{}{path}", gw.local_addr()).parse().unwrap() };
+    // Open the connection first, so the streams below share it.
+    let first = h2
+        .request(
+            http::Request::get(uri("/hello/warm"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let h2 = h2.clone();
+            let u = uri("/hold");
+            tokio::spawn(async move {
+                h2.request(http::Request::get(u).body(Default::default()).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("the holding calls reach the upstream");
+    }
+    let started = Instant::now();
+    let third = h2
+        .request(
+            http::Request::get(uri("/hello/third"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it waited for a sibling first: {:?}",
+        started.elapsed()
+    );
+    // A request on another connection is not held back.
+    assert_eq!(get(&gw, "/hello/other").await.status, StatusCode::OK);
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    gw.shutdown().await;
+}
