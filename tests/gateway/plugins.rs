@@ -336,3 +336,36 @@ async fn reused_instances_keep_guest_memory_and_fresh_ones_never_do() {
     assert_eq!(get(&gw, "/reused").await.text(), "5");
     gw.shutdown().await;
 }
+
+/// The same for a filter: its instance serves both phases of a request, then goes back to the
+/// entry's pool.
+#[tokio::test]
+async fn reused_filter_instances_serve_request_after_request() {
+    let up = upstream(|_| async { Response::new(full("ok")) }).await;
+    let gw = gateway(&format!(
+        "[upstreams.u]\ntargets = [\"{up}\"]\n\
+         [[routes]]\npath = \"/fresh\"\nupstream = \"u\"\nfilters = [{{ plugin = \"test-filter\", config = {{ count = true }} }}]\n\
+         [[routes]]\npath = \"/reused\"\nupstream = \"u\"\nfilters = [{{ plugin = \"test-filter\", instances = \"reuse\", config = {{ count = true }} }}]\n"
+    ))
+    .await;
+    let mut fresh = Vec::new();
+    let mut reused = Vec::new();
+    for _ in 0..3 {
+        fresh.push(
+            get(&gw, "/fresh")
+                .await
+                .header("x-count")
+                .map(str::to_owned),
+        );
+        reused.push(
+            get(&gw, "/reused")
+                .await
+                .header("x-count")
+                .map(str::to_owned),
+        );
+    }
+    let some = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+    assert_eq!(fresh, some(&["1", "1", "1"]));
+    assert_eq!(reused, some(&["1", "2", "3"]));
+    gw.shutdown().await;
+}

@@ -6,7 +6,9 @@
 //! - `{"tag": "<name>"}`: append `<name>` to `x-trace` on the way in and on the way out;
 //! - `{"set_request_headers": [["name", "value"], ...]}`: set these headers on the request (a name
 //!   listed twice gets both values), leaving the body alone, e.g. `content-length: 5` on a GET;
-//! - `{"set_response_headers": [["name", "value"], ...]}`: the same on the response.
+//! - `{"set_response_headers": [["name", "value"], ...]}`: the same on the response;
+//! - `{"count": true}`: `x-count` on the response says how many requests this instance filtered
+//!   (a global in guest memory, so it survives only where the instance does).
 
 use serde::Deserialize;
 use tessera_sdk::{Action, Error, Filter, Headers, Request, Response};
@@ -21,7 +23,11 @@ struct Config {
     tag: Option<String>,
     set_request_headers: Vec<(String, String)>,
     set_response_headers: Vec<(String, String)>,
+    count: bool,
 }
+
+/// Requests this instance has filtered.
+static FILTERED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Replaces every header named in `fields` with the values listed there, in order.
 fn set_headers(headers: &mut Headers, fields: &[(String, String)]) {
@@ -64,6 +70,10 @@ impl Filter for TestFilter {
 
     fn on_response(mut response: Response) -> Result<Response, Error> {
         let config: Config = tessera_sdk::config()?;
+        if config.count {
+            let n = FILTERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            response.headers_mut().set("x-count", n.to_string());
+        }
         if config.panic.as_deref() == Some("response") {
             panic!("test-filter asked to panic in on_response");
         }
