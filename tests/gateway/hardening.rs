@@ -299,22 +299,11 @@ async fn ambiguous_framing_and_malformed_requests_are_refused_or_normalised() {
 #[tokio::test]
 async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
     // An upstream that accepts and never answers: each call to it holds its plugin's instance.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-            let _ = arrived.send(());
-        }
-    });
+    let (silent_addr, mut arrivals) = silent_upstream().await;
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n\
-         [upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
-         [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
-         [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n",
-        plugins_section().replace("max_instances = 64", "max_instances = 2")
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n{}",
+        plugins_section().replace("max_instances = 64", "max_instances = 2"),
+        hold_and_hello(silent_addr)
     );
     let gw = tessera::Gateway::new(config(&text))
         .await
@@ -330,11 +319,7 @@ async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
         })
         .collect();
     // Both instances are taken once both calls reached the upstream.
-    for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
-            .await
-            .expect("the holding calls reach the upstream");
-    }
+    held_at_upstream(&mut arrivals, 2).await;
     let reply = get(&gw, "/hello/x").await;
     assert_eq!(
         reply.status,
@@ -356,24 +341,11 @@ async fn an_exhausted_instance_pool_answers_503_with_retry_after() {
 async fn one_client_address_cannot_take_every_plugin_instance() {
     // An upstream that accepts and never answers: each call holds its plugin's instance until
     // the plugin's 2 s deadline.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-            let _ = arrived.send(());
-        }
-    });
+    let (silent_addr, mut arrivals) = silent_upstream().await;
     let gw = Arc::new(
         gateway_with(
             "max_plugin_requests_per_client = 2\n",
-            &format!(
-                "[upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
-                 [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
-                 [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n"
-            ),
+            &hold_and_hello(silent_addr),
         )
         .await,
     );
@@ -383,11 +355,7 @@ async fn one_client_address_cannot_take_every_plugin_instance() {
             tokio::spawn(async move { get(&gw, "/hold").await.status })
         })
         .collect();
-    for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
-            .await
-            .expect("the holding calls reach the upstream");
-    }
+    held_at_upstream(&mut arrivals, 2).await;
     // 127.0.0.1 holds its two: a third plugin request from it is refused at once.
     let started = Instant::now();
     let reply = get(&gw, "/hello/x").await;
@@ -425,23 +393,10 @@ async fn one_client_address_cannot_take_every_plugin_instance() {
 /// 1 s for a sibling, then get 429; another connection is served meanwhile.
 #[tokio::test]
 async fn one_http2_connection_cannot_take_every_plugin_instance() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-            let _ = arrived.send(());
-        }
-    });
+    let (silent_addr, mut arrivals) = silent_upstream().await;
     let gw = gateway_with(
         "max_plugin_requests_per_connection = 2\n",
-        &format!(
-            "[upstreams.target]\ntargets = [\"{silent_addr}\"]\n\
-             [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
-             [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n"
-        ),
+        &hold_and_hello(silent_addr),
     )
     .await;
     // One HTTP/2 connection (prior knowledge), its streams multiplexed.
@@ -474,11 +429,7 @@ async fn one_http2_connection_cannot_take_every_plugin_instance() {
             })
         })
         .collect();
-    for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
-            .await
-            .expect("the holding calls reach the upstream");
-    }
+    held_at_upstream(&mut arrivals, 2).await;
     let started = Instant::now();
     let third = h2
         .request(
@@ -500,4 +451,43 @@ async fn one_http2_connection_cannot_take_every_plugin_instance() {
         assert_eq!(h.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
     }
     gw.shutdown().await;
+}
+
+/// An upstream that accepts connections and never answers, so a plugin calling it holds its
+/// instance until the plugin's deadline (2 s in the harness); each accepted connection is
+/// reported, so a test knows when the calls are in flight.
+async fn silent_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+            let _ = arrived.send(());
+        }
+    });
+    (addr, arrivals)
+}
+
+/// Routes for the instance-holding tests: `/hold` calls the silent upstream (holding its
+/// instance), `/hello/{name}` answers at once.
+fn hold_and_hello(silent: std::net::SocketAddr) -> String {
+    format!(
+        "[upstreams.target]\ntargets = [\"{silent}\"]\n\
+         [[routes]]\npath = \"/hold\"\nhandler = {{ plugin = \"hostile\", upstreams = [\"target\"], config = {{ mode = \"wait-forever\" }} }}\n\
+         [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n"
+    )
+}
+
+/// Waits until `n` calls have reached a [`silent_upstream`].
+async fn held_at_upstream(arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<()>, n: usize) {
+    for _ in 0..n {
+        tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .expect("the holding calls reach the upstream");
+    }
 }
