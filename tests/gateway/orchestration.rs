@@ -373,6 +373,19 @@ async fn gateway_with_pool(max_instances: u32, extra: &str, routes: &str) -> Run
         .expect("gateway starts")
 }
 
+/// `/call`: the test handler calling the `slow` upstream once.
+fn slow_call_route(slow: SocketAddr) -> String {
+    format!(
+        "{}{}",
+        upstreams(&[("slow", slow)]),
+        handler_route(
+            "/call",
+            &["slow"],
+            r#"mode = "call", url = "http://slow/x""#
+        )
+    )
+}
+
 /// Sends `n` requests at once; returns their statuses.
 async fn at_once(gw: &Arc<RunningGateway>, n: usize, path: &str) -> Vec<StatusCode> {
     let tasks: Vec<_> = (0..n)
