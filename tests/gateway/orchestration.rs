@@ -405,22 +405,7 @@ async fn at_once(gw: &Arc<RunningGateway>, n: usize, path: &str) -> Vec<StatusCo
 #[tokio::test]
 async fn six_hundred_concurrent_plugin_requests_with_slow_upstreams_all_answer() {
     let slow = slow_upstream("slow", Duration::from_millis(100)).await;
-    let gw = Arc::new(
-        gateway_with_pool(
-            1024,
-            "",
-            &format!(
-                "{}{}",
-                upstreams(&[("slow", slow)]),
-                handler_route(
-                    "/call",
-                    &["slow"],
-                    r#"mode = "call", url = "http://slow/x""#
-                )
-            ),
-        )
-        .await,
-    );
+    let gw = Arc::new(gateway_with_pool(1024, "", &slow_call_route(slow)).await);
     let started = Instant::now();
     let statuses = at_once(&gw, 600, "/call").await;
     let failed: Vec<_> = statuses.iter().filter(|s| **s != StatusCode::OK).collect();
@@ -440,15 +425,7 @@ async fn six_hundred_concurrent_plugin_requests_with_slow_upstreams_all_answer()
 #[tokio::test]
 async fn past_the_pool_requests_queue_then_get_503() {
     let slow = slow_upstream("slow", Duration::from_millis(100)).await;
-    let routes = format!(
-        "{}{}",
-        upstreams(&[("slow", slow)]),
-        handler_route(
-            "/call",
-            &["slow"],
-            r#"mode = "call", url = "http://slow/x""#
-        )
-    );
+    let routes = slow_call_route(slow);
     // Four instances, a long queue: forty requests all wait their turn and succeed.
     let gw = Arc::new(gateway_with_pool(4, "queue_timeout_ms = 30000\n", &routes).await);
     let statuses = at_once(&gw, 40, "/call").await;
