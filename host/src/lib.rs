@@ -26,6 +26,8 @@
 
 pub mod admin;
 pub mod admission;
+// Generated bindings the benches and fuzz targets reach into; the WIT is their documentation.
+#[doc(hidden)]
 pub mod bindings;
 pub mod body;
 pub mod canary;
