@@ -82,10 +82,15 @@ pub async fn run(
         let Some(mut current) = request.take() else {
             break;
         };
+        // A body the filter sees is read before its instance is taken.
+        let mut buffered = None;
         if filter.buffer_body {
             let (parts, body) = current.into_parts();
             match read_request_body(body, runtime.max_body_bytes, info).await {
-                Ok(bytes) => current = Request::from_parts(parts, body::full(bytes)),
+                Ok(bytes) => {
+                    current = Request::from_parts(parts, body::full(bytes.clone()));
+                    buffered = Some(bytes);
+                }
                 Err(e) => {
                     early = Some(error::into_response(&e, &info.request_id));
                     break;
@@ -104,7 +109,7 @@ pub async fn run(
                 break;
             }
         };
-        match filter_request(runtime, &mut instance, filter, current, info).await {
+        match filter_request(&mut instance, filter, current, buffered).await {
             FilterOutcome::Continue(next) => {
                 request = Some(next);
                 entered.push((instance, filter));
@@ -218,25 +223,16 @@ enum FilterOutcome {
     Failed(GatewayError, Option<Request<Body>>),
 }
 
+/// Runs a filter's `on-request`; `buffered` is the request body when the filter sees bodies
+/// (already read, and also the body `request` carries).
 async fn filter_request(
-    runtime: &Runtime,
     instance: &mut PluginInstance,
     filter: &RoutePlugin,
     request: Request<Body>,
-    info: &RequestInfo,
+    buffered: Option<Bytes>,
 ) -> FilterOutcome {
     let (parts, body) = request.into_parts();
-    // With `buffer_body` the body was read before the instance was taken; this is a copy-free
-    // hand-over of the one chunk.
-    let (body, visible) = if filter.buffer_body {
-        match read_request_body(body, runtime.max_body_bytes, info).await {
-            Ok(bytes) => (body::full(bytes.clone()), Some(bytes.to_vec())),
-            Err(e) => return FilterOutcome::Failed(e, None),
-        }
-    } else {
-        (body, None)
-    };
-    let record = request_to_plugin(&parts, visible);
+    let record = request_to_plugin(&parts, buffered.map(|b| b.to_vec()));
     let action = match instance.on_request(record).await {
         Ok(a) => a,
         Err(e) => return FilterOutcome::Failed(e, Some(Request::from_parts(parts, body))),

@@ -222,25 +222,22 @@ pub fn normalize_path<'p>(path: &'p str, rules: PathRules) -> Result<Cow<'p, str
             }
             EscapedSlashes::Keep => {}
             EscapedSlashes::Decode => {
-                let mut decoded = String::with_capacity(path.len());
+                // Only ASCII sequences are replaced, so the result is as valid UTF-8 as `path`.
+                let mut decoded = Vec::with_capacity(bytes.len());
                 let mut i = 0;
                 while i < bytes.len() {
                     if bytes[i] == b'\\' {
-                        decoded.push('/');
+                        decoded.push(b'/');
                         i += 1;
                     } else if starts_with_escaped_slash(&bytes[i..]) {
-                        decoded.push('/');
+                        decoded.push(b'/');
                         i += 3;
                     } else {
-                        // Multi-byte characters do not occur in a URI path; copy byte-wise safely.
-                        let end = (i + 1..=bytes.len())
-                            .find(|&e| path.is_char_boundary(e))
-                            .unwrap_or(bytes.len());
-                        decoded.push_str(&path[i..end]);
-                        i = end;
+                        decoded.push(bytes[i]);
+                        i += 1;
                     }
                 }
-                out = Cow::Owned(decoded);
+                out = Cow::Owned(String::from_utf8(decoded).unwrap_or_else(|_| path.to_owned()));
             }
         }
     }

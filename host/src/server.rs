@@ -256,13 +256,10 @@ async fn route(
             Some(q) => format!("{path}?{q}"),
             None => path.into_owned(),
         };
+        let invalid = || GatewayError::BadRequest("the path is not valid once normalised".into());
         let mut parts = http::uri::Parts::from(request.uri().clone());
-        parts.path_and_query = Some(rewritten.parse().map_err(|_| {
-            GatewayError::BadRequest("the path is not valid once normalised".into())
-        })?);
-        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| {
-            GatewayError::BadRequest("the path is not valid once normalised".into())
-        })?;
+        parts.path_and_query = Some(rewritten.parse().map_err(|_| invalid())?);
+        *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| invalid())?;
     }
     let matched = match runtime
         .router

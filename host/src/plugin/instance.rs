@@ -139,11 +139,6 @@ impl PluginInstance {
             && self.born.elapsed() < max_age
     }
 
-    /// Marks the instance as failed (its output was refused): it is not reused.
-    pub fn mark_failed(&mut self) {
-        self.failed = true;
-    }
-
     /// Makes this instance report its outcome (trapped or timed out, or not) to a canary.
     pub fn reporting_to(mut self, canary: Option<Arc<crate::canary::Canary>>) -> Self {
         self.canary = canary;

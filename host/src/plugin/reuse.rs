@@ -58,9 +58,4 @@ impl ReusePool {
             idle.push(instance);
         }
     }
-
-    /// Instances waiting in the pool.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
