@@ -9,7 +9,8 @@
 //! | `GET /admin/health` | liveness |
 //! | `GET /admin/ready` | config and plugins loaded |
 //!
-//! The listener has the gateway listener's header limits and header read timeout, its own
+//! The listener serves TLS when `[admin.tls]` is set (handshake in the connection's task).
+//! It has the gateway listener's header limits and header read timeout, its own
 //! connection cap (`admin.max_connections`), and a body read timeout; an upload's name and
 //! declared size are checked before its body is read. A known path asked with another method is
 //! a 405 with `Allow`.
@@ -24,13 +25,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::body::{self, Body};
 use crate::config::ServerConfig;
 use crate::error::chain;
 use crate::live::{DeleteError, Live};
+use crate::server::Listener;
 
 /// Largest component the admin API accepts.
 const MAX_UPLOAD: usize = 64 * 1024 * 1024;
@@ -38,7 +39,7 @@ const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 /// Serves the admin API until `shutdown` turns true. `server` supplies the header limits and
 /// timeouts; `max_connections` caps connections (more are closed at once).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     live: Arc<Live>,
     token: String,
     server: ServerConfig,
@@ -50,9 +51,9 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(max_connections));
     let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, client) = tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
@@ -75,11 +76,23 @@ pub async fn serve(
                 req.map(|b| body::boxed(body::IdleTimeoutBody::new(body::boxed(b), body_timeout)));
             async move { Ok::<_, Infallible>(handle(&live, &token, req).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let Some(tls) = &listener.tls else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (tls, builder) = (tls.clone(), builder.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            if let Some(stream) = tls.handshake(stream, client).await {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
             drop(permit);
         });
     }

@@ -44,6 +44,7 @@ pub mod records;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -83,8 +84,9 @@ impl Gateway {
         &self.live
     }
 
-    /// Binds `server.listen` (and `admin.listen`), watches plugin and config files, and serves in
-    /// the background.
+    /// Binds `server.listen` (TLS when `[server.tls]` is set, and then `server.tls.plain_listen`
+    /// beside it if given) and `admin.listen`, watches plugin, config and certificate files, and
+    /// serves in the background.
     pub async fn start(self) -> anyhow::Result<RunningGateway> {
         let config = self.live.config();
         let listen = config.server.listen;
@@ -92,6 +94,21 @@ impl Gateway {
             .await
             .with_context(|| format!("binding server.listen {listen}"))?;
         let local_addr = listener.local_addr()?;
+        let tls = match (&config.server.tls, self.live.server_tls()) {
+            (Some(settings), Some(store)) => Some(
+                tls::TlsAcceptor::new(Arc::clone(store), settings).context("server.tls")?,
+            ),
+            _ => None,
+        };
+        let mut plain_addr = None;
+        let mut plain = None;
+        if let Some(addr) = config.server.tls.as_ref().and_then(|t| t.plain_listen) {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.tls.plain_listen {addr}"))?;
+            plain_addr = Some(tcp.local_addr()?);
+            plain = Some(server::Listener { tcp, tls: None });
+        }
         let (shutdown, signal) = watch::channel(false);
         let mut admin_addr = None;
         if let Some(admin) = &config.admin {
@@ -102,8 +119,17 @@ impl Gateway {
                 .await
                 .with_context(|| format!("binding admin.listen {}", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
+            let admin_tls = match (&admin.tls, self.live.admin_tls()) {
+                (Some(settings), Some(store)) => Some(
+                    tls::TlsAcceptor::new(Arc::clone(store), settings).context("admin.tls")?,
+                ),
+                _ => None,
+            };
             tokio::spawn(admin::serve(
-                admin_listener,
+                server::Listener {
+                    tcp: admin_listener,
+                    tls: admin_tls,
+                },
                 Arc::clone(&self.live),
                 token,
                 config.server.clone(),
@@ -113,14 +139,16 @@ impl Gateway {
         }
         let watcher = self.live.watch();
         let task = tokio::spawn(server::serve(
-            listener,
+            server::Listener { tcp: listener, tls },
+            plain,
             Arc::clone(&self.live),
             config.server.clone(),
             signal,
         ));
-        tracing::info!(%local_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");
+        tracing::info!(%local_addr, tls = config.server.tls.is_some(), plain = ?plain_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");
         Ok(RunningGateway {
             local_addr,
+            plain_addr,
             admin_addr,
             live: self.live,
             shutdown,
@@ -134,6 +162,7 @@ impl Gateway {
 #[derive(Debug)]
 pub struct RunningGateway {
     local_addr: SocketAddr,
+    plain_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     live: Arc<Live>,
     shutdown: watch::Sender<bool>,
@@ -145,6 +174,11 @@ impl RunningGateway {
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The cleartext listener beside the TLS one (`server.tls.plain_listen`), when configured.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
     }
 
     /// The admin API's address, when configured.

@@ -6,7 +6,8 @@
 //!
 //! Sources of change: the watched plugin directory and config file (polled; a file must stay
 //! unchanged for one poll before it is read, so writers that do not rename into place are not
-//! read half-written), SIGHUP, and the admin API.
+//! read half-written), the TLS certificate files (polled by content, same rule), SIGHUP, and the
+//! admin API.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,9 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use anyhow::Context as _;
+
+use crate::config::{Config, ListenerTlsConfig};
 use crate::plugin::{LoadError, LoadedPlugin, PluginEngine};
 use crate::runtime::Runtime;
+use crate::tls::CertStore;
+use crate::tls::certs::{CertFiles, CertSet};
 
 /// How often the plugin directory and config file are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -42,6 +47,9 @@ pub struct Live {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads done (config or plugins, whatever started them), and how many refused something.
     reloads: ReloadCounts,
+    /// Certificates of the TLS listeners (`server.tls`, `admin.tls`), when configured.
+    server_tls: Option<Arc<CertStore>>,
+    admin_tls: Option<Arc<CertStore>>,
 }
 
 /// How many reloads ran and how many refused something, so a watcher's work is observable
@@ -85,9 +93,17 @@ impl ReloadCounts {
 impl Live {
     /// Builds the first runtime for `config` (read from `config_path`, if it came from a file).
     pub async fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
+        let server_tls = load_certs("server.tls", config.server.tls.as_ref(), &config)?;
+        let admin_tls = load_certs(
+            "admin.tls",
+            config.admin.as_ref().and_then(|a| a.tls.as_ref()),
+            &config,
+        )?;
         let engine = Arc::new(PluginEngine::new(&config.plugins)?);
         let runtime = Runtime::build(&config, Arc::clone(&engine), None).await?;
         Ok(Self {
+            server_tls,
+            admin_tls,
             engine,
             runtime: ArcSwap::from_pointee(runtime),
             config: ArcSwap::from_pointee(config),
@@ -105,6 +121,16 @@ impl Live {
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The certificates `server.listen` serves, when `[server.tls]` is configured.
+    pub fn server_tls(&self) -> Option<&Arc<CertStore>> {
+        self.server_tls.as_ref()
+    }
+
+    /// The certificates the admin listener serves, when `[admin.tls]` is configured.
+    pub fn admin_tls(&self) -> Option<&Arc<CertStore>> {
+        self.admin_tls.as_ref()
     }
 
     /// How many reloads ran and were refused.
@@ -145,6 +171,24 @@ impl Live {
                 "plugins.max_instances / max_queued / queue_timeout_ms / limits.memory_bytes changed: they shape the instance pool and take effect only after a restart"
             );
         }
+        let tls_changes = [
+            (
+                "server.tls",
+                self.server_tls.as_ref(),
+                old.server.tls.as_ref(),
+                new.server.tls.as_ref(),
+            ),
+            (
+                "admin.tls",
+                self.admin_tls.as_ref(),
+                old.admin.as_ref().and_then(|a| a.tls.as_ref()),
+                new.admin.as_ref().and_then(|a| a.tls.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .map(|(label, store, before, after)| tls_change(label, store, before, after, &new))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(ReloadError::Refused)?;
         let current = self.runtime();
         let runtime = Runtime::build(&new, Arc::clone(&self.engine), Some(&current))
             .await
@@ -152,6 +196,9 @@ impl Live {
         let changed = diff(&current, &runtime);
         self.runtime.store(Arc::new(runtime));
         self.config.store(Arc::new(new));
+        for (store, files, set) in tls_changes.into_iter().flatten() {
+            store.replace(files, set);
+        }
         tracing::info!(path = %path.display(), ?changed, "config reloaded");
         Ok(ReloadReport {
             changed,
@@ -293,6 +340,9 @@ impl Live {
                 {
                     tracing::error!(error = %crate::error::chain(&e), "config reload refused");
                 }
+                for store in [&live.server_tls, &live.admin_tls].into_iter().flatten() {
+                    store.poll();
+                }
                 let files = plugin_files(&live.config());
                 if plugins.changed(signature(&files)) {
                     let report = live.reload_plugins().await;
@@ -344,6 +394,57 @@ pub enum DeleteError {
     InUse(Vec<String>),
     /// Anything else.
     Other(anyhow::Error),
+}
+
+/// Reads and checks a TLS section's certificates, if the section is there.
+fn load_certs(
+    label: &'static str,
+    tls: Option<&ListenerTlsConfig>,
+    config: &Config,
+) -> anyhow::Result<Option<Arc<CertStore>>> {
+    let Some(tls) = tls else { return Ok(None) };
+    let store = CertStore::load(label, CertFiles::of(tls, config)).context(label)?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// What a config reload does to a listener's TLS: a new set of files is read and checked now
+/// (a failure refuses the whole reload) and swapped in once the reload succeeds. Listener
+/// settings (TLS on or off, minimum version, handshake timeout, `plain_listen`) need a restart.
+fn tls_change(
+    label: &'static str,
+    store: Option<&Arc<CertStore>>,
+    before: Option<&ListenerTlsConfig>,
+    after: Option<&ListenerTlsConfig>,
+    new: &Config,
+) -> anyhow::Result<Option<(Arc<CertStore>, Vec<CertFiles>, CertSet)>> {
+    let (Some(store), Some(before), Some(after)) = (store, before, after) else {
+        if before.is_some() != after.is_some() {
+            tracing::warn!(
+                section = label,
+                "TLS was added or removed: the listener changes only after a restart"
+            );
+        }
+        if let Some(after) = after {
+            // Not served until a restart, but a bad file is still refused now.
+            CertSet::load(&CertFiles::of(after, new)).context(label)?;
+        }
+        return Ok(None);
+    };
+    if before.min_version != after.min_version
+        || before.handshake_timeout_ms != after.handshake_timeout_ms
+        || before.plain_listen != after.plain_listen
+    {
+        tracing::warn!(
+            section = label,
+            "min_version / handshake_timeout_ms / plain_listen changed: they take effect only after a restart"
+        );
+    }
+    let files = CertFiles::of(after, new);
+    if files == store.files() {
+        return Ok(None);
+    }
+    let set = CertSet::load(&files).context(label)?;
+    Ok(Some((Arc::clone(store), files, set)))
 }
 
 /// Plugins whose version differs between two runtimes.

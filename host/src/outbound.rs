@@ -1,8 +1,12 @@
 //! Plugins' outgoing HTTP calls: who may be called, how many calls, and running them.
 //!
 //! A call names an upstream (`http://users/...`) the route granted, or a host the route lists in
-//! `allow_hosts` (matched exactly, `host` or `host:port`). Everything is checked before any
-//! connection is made: the URL (no userinfo, http only), the grant, the method and headers (under
+//! `allow_hosts` (matched exactly, `host` or `host:port`). For an upstream the scheme the plugin
+//! writes (`http` or `https`) does not matter: the upstream's config decides the transport. For
+//! an allowed host it does: `https://` is verified against `plugins.ca_file` (else the system's
+//! roots), and a grant without a port means the scheme's default port (80 for `http`, 443 for
+//! `https`), so `https://x` never matches a grant of `x:80`. Everything is checked before any
+//! connection is made: the URL (no userinfo, http or https), the grant, the method and headers (under
 //! the boundary's header rule, [`crate::headers`], and within `server.max_header_bytes`), and the
 //! per-request caps on total calls and calls in flight. Responses are buffered for the plugin up to
 //! `server.max_body_bytes`; redirects are returned, never followed.
@@ -66,7 +70,7 @@ struct Prepared {
 
 enum Destination {
     Upstream(Arc<Upstream>),
-    Direct(http::uri::Authority),
+    Direct(http::uri::Scheme, http::uri::Authority),
 }
 
 /// What one plugin instance's outbound calls may do on this request: its grants and caps, and
@@ -212,8 +216,9 @@ impl Outbound {
         let uri: Uri = url
             .parse()
             .map_err(|_| HttpError::InvalidRequest(format!("`{url}` is not a valid URL")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let default_port = match uri.scheme_str() {
+            Some("http") => 80,
+            Some("https") => 443,
             Some(other) => {
                 return Err(HttpError::InvalidRequest(format!(
                     "`{url}`: scheme `{other}` is not supported; use http://<upstream>/<path>"
@@ -224,7 +229,7 @@ impl Outbound {
                     "`{url}` is not absolute; use http://<upstream>/<path>"
                 )));
             }
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| HttpError::InvalidRequest(format!("`{url}` has no host")))?;
@@ -250,22 +255,23 @@ impl Outbound {
         }
         let wanted = authority.as_str().to_ascii_lowercase();
         let with_default_port = if authority.port().is_none() {
-            format!("{wanted}:80")
+            format!("{wanted}:{default_port}")
         } else {
             wanted.clone()
         };
+        // A grant without a port means the default port of the scheme the call uses.
+        let at_default_port = authority.port_u16().unwrap_or(default_port) == default_port;
         let allowed = self.call.allow_hosts.iter().any(|a| {
             let a = a.to_ascii_lowercase();
-            a == wanted
-                || a == with_default_port
-                || (authority.port_u16() == Some(80) && a == host.to_ascii_lowercase())
+            a == with_default_port || (at_default_port && a == host.to_ascii_lowercase())
         });
         if allowed {
             let target: http::uri::Authority = with_default_port
                 .parse()
                 .map_err(|_| HttpError::InvalidRequest(format!("`{url}` has an invalid host")))?;
+            let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
             return Ok((
-                Destination::Direct(target),
+                Destination::Direct(scheme, target),
                 path_and_query,
                 upstream::DIRECT_RESPONSE_TIMEOUT,
             ));
@@ -298,10 +304,11 @@ async fn execute(
     let started = tokio::time::Instant::now();
     let sent = match &destination {
         Destination::Upstream(u) => u.send(request, timeout).await,
-        Destination::Direct(authority) => {
+        Destination::Direct(scheme, authority) => {
             upstream::send_to(
                 call.upstreams.direct(),
                 authority.as_str(),
+                scheme.clone(),
                 authority.clone(),
                 request,
                 timeout,

@@ -1,6 +1,7 @@
-//! Accepting connections and serving requests: HTTP/1.1 and HTTP/2 cleartext, a connection cap,
-//! request ids, the request span, graceful shutdown. What a request must look like before it is
-//! routed is [`crate::edge`]'s.
+//! Accepting connections and serving requests: HTTP/1.1 and HTTP/2, in cleartext or over TLS
+//! (the handshake runs in the connection's own task, within its timeout, never in the accept
+//! loop), a connection cap shared by all listeners, request ids, the request span, graceful
+//! shutdown. What a request must look like before it is routed is [`crate::edge`]'s.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,11 +28,40 @@ use crate::ids::{self, REQUEST_ID, TRACEPARENT};
 use crate::live::Live;
 use crate::router::RouteMiss;
 use crate::runtime::Runtime;
+use crate::tls::TlsAcceptor;
 
-/// Serves the live runtime on `listener` until `shutdown` turns true, then stops accepting and
-/// waits up to `server.shutdown_grace_ms` for in-flight requests.
+/// A bound listener and, for a TLS listener, the handshake its connections run first.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// `None` for cleartext.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Accepts from `primary`, or from whichever of the two has a connection first.
+async fn accept<'a>(
+    primary: &'a Listener,
+    extra: Option<&'a Listener>,
+) -> (
+    std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+    &'a Listener,
+) {
+    match extra {
+        None => (primary.tcp.accept().await, primary),
+        Some(extra) => tokio::select! {
+            a = primary.tcp.accept() => (a, primary),
+            a = extra.tcp.accept() => (a, extra),
+        },
+    }
+}
+
+/// Serves the live runtime on `listener` (and `extra`, the cleartext listener beside a TLS one)
+/// until `shutdown` turns true, then stops accepting and waits up to `server.shutdown_grace_ms`
+/// for in-flight requests.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
+    extra: Option<Listener>,
     live: Arc<Live>,
     settings: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -44,10 +74,10 @@ pub async fn serve(
     let requests = Arc::new(Semaphore::new(settings.max_requests));
     let policy = Arc::new(EdgePolicy::new(&settings));
     loop {
-        let (stream, client) = tokio::select! {
+        let ((stream, client), from) = tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            (accepted, from) = accept(&listener, extra.as_ref()) => match accepted {
+                Ok(a) => (a, from),
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -58,7 +88,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            turn_away(stream, &turned_away);
+            // A 503 in cleartext means nothing to a TLS client, and a handshake past the cap
+            // is the work the cap exists to refuse: TLS connections are just closed.
+            if from.tls.is_none() {
+                turn_away(stream, &turned_away);
+            }
             continue;
         };
         let live = Arc::clone(&live);
@@ -70,6 +104,7 @@ pub async fn serve(
                 settings.max_plugin_requests_per_connection as usize,
             ))
         });
+        let secure = from.tls.is_some();
         let service = service_fn(move |request: Request<Incoming>| {
             // Each request runs to its end on the runtime it started with, whatever reloads do.
             let runtime = live.runtime();
@@ -78,7 +113,9 @@ pub async fn serve(
             let plugin_slots = plugin_slots.clone();
             async move {
                 let response = match slot {
-                    Ok(_slot) => handle(&runtime, &policy, plugin_slots, request, client).await,
+                    Ok(_slot) => {
+                        handle(&runtime, &policy, plugin_slots, request, client, secure).await
+                    }
                     Err(_) => {
                         error::into_response(&GatewayError::Overloaded, &ids::new_request_id())
                     }
@@ -86,18 +123,34 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(tls) = &from.tls else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, %client, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), Arc::clone(&builder), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %client, "connection ended with an error");
+            if let Some(stream) = tls.handshake(stream, client).await {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, %client, "connection ended with an error");
+                }
             }
             drop(permit);
         });
     }
     drop(listener);
+    drop(extra);
     tracing::info!("shutting down: waiting for in-flight requests");
     let grace = Duration::from_millis(settings.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -187,13 +240,15 @@ impl EdgePolicy {
     }
 }
 
-/// Serves one request; `plugin_slots` caps the plugin requests of its connection.
+/// Serves one request; `plugin_slots` caps the plugin requests of its connection; `secure`
+/// says the connection is TLS (the upstream is told `x-forwarded-proto: https`).
 pub async fn handle(
     runtime: &Runtime,
     policy: &EdgePolicy,
     plugin_slots: Option<Arc<Semaphore>>,
     mut request: Request<Incoming>,
     client: SocketAddr,
+    secure: bool,
 ) -> Response<Body> {
     let peer = Peer::new(client, request.headers(), &policy.trusted);
     let accept_id = match policy.accept_request_id {
@@ -214,6 +269,13 @@ pub async fn handle(
         request.headers_mut().insert(REQUEST_ID, v);
     }
     edge::drop_untrusted_forwarded(request.headers_mut(), &peer);
+    if secure {
+        // What a trusted proxy said is kept; otherwise the scheme is this connection's.
+        request
+            .headers_mut()
+            .entry("x-forwarded-proto")
+            .or_insert(HeaderValue::from_static("https"));
+    }
     let span = tracing::info_span!(
         "tessera.request",
         http.request.method = %request.method(),

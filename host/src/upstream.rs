@@ -1,4 +1,8 @@
 //! Named upstream services: pooled clients, round-robin targets, timeouts, and the proxy.
+//!
+//! An upstream with `tls = true` is reached over `https` ([`crate::tls::client`]); a TLS failure
+//! (unknown CA, wrong name, refused client certificate) is a connect failure (502) and is logged
+//! with its reason.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,15 +11,23 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use anyhow::Context as _;
+
 use crate::body::{self, Body};
-use crate::config::UpstreamConfig;
+use crate::config::{Config, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::headers::strip_hop_by_hop;
+use crate::tls::client::{self as tls_client, ClientTls};
+
+/// A pooled keep-alive client that speaks `http`, and `https` with its TLS settings.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// One upstream service.
 #[derive(Debug)]
@@ -23,7 +35,8 @@ pub struct Upstream {
     name: String,
     targets: Vec<Target>,
     next: AtomicUsize,
-    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    client: UpstreamClient,
     response_timeout: Duration,
     read_timeout: Duration,
     retries: u32,
@@ -42,8 +55,10 @@ struct Target {
 }
 
 impl Upstream {
-    /// Builds the client for a config entry (its targets were checked when it was read).
-    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
+    /// Builds the client for a config entry (its targets were checked when it was read);
+    /// `base` resolves its CA and client certificate paths. Fails, naming the file, when a TLS
+    /// file cannot be used.
+    pub fn new(name: &str, config: &UpstreamConfig, base: &Config) -> anyhow::Result<Self> {
         let targets = config
             .targets
             .iter()
@@ -53,14 +68,39 @@ impl Upstream {
                 down_until_ms: AtomicU64::new(0),
             })
             .collect();
+        let (scheme, tls) = if config.tls {
+            let ca_file = config.ca_file.as_deref().map(|p| base.resolve(p));
+            let client_cert = config.client_cert.as_deref().map(|p| base.resolve(p));
+            let client_key = config.client_key.as_deref().map(|p| base.resolve(p));
+            let settings = ClientTls {
+                ca_file: ca_file.as_deref(),
+                client_auth: client_cert.as_deref().zip(client_key.as_deref()),
+                server_name: config.server_name.as_deref(),
+            };
+            let tls = tls_client::client_config(&settings)
+                .with_context(|| format!("upstreams.{name}: TLS"))?;
+            (Scheme::HTTPS, Some(tls))
+        } else {
+            (Scheme::HTTP, None)
+        };
+        let server_name = match &config.server_name {
+            Some(n) => Some(
+                rustls_pki_types::ServerName::try_from(n.clone())
+                    .with_context(|| format!("upstreams.{name}.server_name: `{n}`"))?,
+            ),
+            None => None,
+        };
         let client = pooled_client(
             Duration::from_millis(config.connect_timeout_ms),
             config.max_idle_per_target,
+            tls,
+            server_name,
         );
-        Self {
+        Ok(Self {
             name: name.to_owned(),
             targets,
             next: AtomicUsize::new(0),
+            scheme,
             client,
             response_timeout: Duration::from_millis(config.response_timeout_ms),
             read_timeout: Duration::from_millis(config.read_timeout_ms),
@@ -68,7 +108,7 @@ impl Upstream {
             unhealthy_after: config.unhealthy_after_failures,
             cooldown: Duration::from_millis(config.unhealthy_cooldown_ms),
             epoch: Instant::now(),
-        }
+        })
     }
 
     /// The upstream's name from config.
@@ -137,6 +177,7 @@ impl Upstream {
         let result = send_to(
             &self.client,
             &self.name,
+            self.scheme.clone(),
             target.authority.clone(),
             request,
             timeout,
@@ -147,10 +188,12 @@ impl Upstream {
     }
 }
 
-/// Sends `request` to `authority` over `client`; `label` names the destination in errors.
+/// Sends `request` to `scheme://authority` over `client`; `label` names the destination in
+/// errors.
 pub async fn send_to(
-    client: &Client<HttpConnector, Body>,
+    client: &UpstreamClient,
     label: &str,
+    scheme: Scheme,
     authority: http::uri::Authority,
     mut request: Request<Body>,
     timeout: Duration,
@@ -161,13 +204,13 @@ pub async fn send_to(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
     *request.uri_mut() = uri;
-    // HTTP/1.1 to upstreams; the client negotiates nothing else over cleartext.
+    // HTTP/1.1 to upstreams: the client offers nothing else, in cleartext or TLS.
     *request.version_mut() = http::Version::HTTP_11;
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         request.headers_mut().insert(header::HOST, host);
@@ -177,19 +220,38 @@ pub async fn send_to(
             upstream: label.to_owned(),
             timeout,
         }),
-        Ok(Err(e)) => Err(GatewayError::UpstreamConnect {
-            upstream: label.to_owned(),
-            source: anyhow::Error::new(e).context(format!("target {authority}")),
-        }),
+        Ok(Err(e)) => {
+            let context = match tls_client::find_tls_error(&e) {
+                Some(tls) => {
+                    tracing::warn!(upstream = label, target = %authority, reason = %tls, "TLS with the upstream failed");
+                    format!("target {authority}: TLS: {tls}")
+                }
+                None => format!("target {authority}"),
+            };
+            Err(GatewayError::UpstreamConnect {
+                upstream: label.to_owned(),
+                source: anyhow::Error::new(e).context(context),
+            })
+        }
         Ok(Ok(response)) => Ok(response.map(body::boxed)),
     }
 }
 
-/// A pooled client with the given connect timeout.
-fn pooled_client(connect_timeout: Duration, max_idle: usize) -> Client<HttpConnector, Body> {
+/// A pooled client with the given connect timeout; `https` uses `tls` (a client without it
+/// trusts nothing: its upstream is never called over `https`).
+fn pooled_client(
+    connect_timeout: Duration,
+    max_idle: usize,
+    tls: Option<rustls::ClientConfig>,
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
+) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
+    // The TLS layer hands the connector `https` URIs.
+    connector.enforce_http(false);
+    let tls = tls.unwrap_or_else(tls_client::trusting_nothing);
+    let connector = tls_client::connector(connector, tls, server_name);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(60))
@@ -200,14 +262,18 @@ fn pooled_client(connect_timeout: Duration, max_idle: usize) -> Client<HttpConne
 #[derive(Debug)]
 pub struct Upstreams {
     by_name: BTreeMap<String, Arc<Upstream>>,
-    direct: Client<HttpConnector, Body>,
+    direct: UpstreamClient,
 }
 
 impl Default for Upstreams {
+    /// No upstreams; allowed hosts are verified against the system's roots.
     fn default() -> Self {
+        let direct_tls = tls_client::builder()
+            .with_root_certificates(tls_client::system_roots())
+            .with_no_client_auth();
         Self {
             by_name: BTreeMap::new(),
-            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8),
+            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None),
         }
     }
 }
@@ -218,20 +284,29 @@ const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DIRECT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Upstreams {
-    /// Builds every upstream in the config.
-    pub fn new(configs: &BTreeMap<String, UpstreamConfig>) -> Self {
-        let by_name = configs
+    /// Builds every upstream in the config, and the client for allowed hosts (which trusts
+    /// `plugins.ca_file`, else the system's roots). Fails, naming the file, when a TLS file
+    /// cannot be used.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let by_name = config
+            .upstreams
             .iter()
-            .map(|(name, config)| (name.clone(), Arc::new(Upstream::new(name, config))))
-            .collect();
-        Self {
+            .map(|(name, u)| Ok((name.clone(), Arc::new(Upstream::new(name, u, config)?))))
+            .collect::<anyhow::Result<_>>()?;
+        let ca_file = config.plugins.ca_file.as_deref().map(|p| config.resolve(p));
+        let direct_tls = tls_client::client_config(&ClientTls {
+            ca_file: ca_file.as_deref(),
+            ..ClientTls::default()
+        })
+        .context("plugins.ca_file")?;
+        Ok(Self {
             by_name,
-            ..Self::default()
-        }
+            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None),
+        })
     }
 
     /// The client for allowed hosts outside the configured upstreams.
-    pub fn direct(&self) -> &Client<HttpConnector, Body> {
+    pub fn direct(&self) -> &UpstreamClient {
         &self.direct
     }
 

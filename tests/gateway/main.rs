@@ -11,3 +11,4 @@ mod plugins;
 mod proxy;
 mod reload;
 mod server;
+mod tls;

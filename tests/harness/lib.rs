@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tessera::RunningGateway;
 use tessera::config::Config;
 
+pub mod tls;
 mod wire;
 pub use wire::*;
 

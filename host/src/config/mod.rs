@@ -4,6 +4,7 @@
 //! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
 //! relative to the file's directory. `validate` holds the checks that run after parsing.
 
+mod tls;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use self::tls::{CertificateConfig, ListenerTlsConfig, TlsVersion};
 use self::validate::Validator;
 
 /// A config that could not be loaded; the message names the file, key and line.
@@ -144,6 +146,9 @@ pub struct ServerConfig {
     /// `reject` (400), `keep` (forwarded as sent; never decoded into a path parameter), or
     /// `decode` (turned into `/` before normalising and routing). Default `reject`.
     pub escaped_slashes: EscapedSlashes,
+    /// `[server.tls]`: serve TLS on `listen` with these certificates. Default: none
+    /// (cleartext).
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// `server.accept_request_id`.
@@ -194,6 +199,7 @@ impl Default for ServerConfig {
             normalize_path: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            tls: None,
         }
     }
 }
@@ -213,6 +219,10 @@ pub struct AdminConfig {
     /// `[server]`'s header limits and header read timeout. Default 64.
     #[serde(default = "default_admin_connections")]
     pub max_connections: usize,
+    /// `[admin.tls]`: serve the admin API over TLS (same keys as `[server.tls]`, without
+    /// `plain_listen`). Default: none (cleartext).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 fn default_admin_connections() -> usize {
@@ -259,6 +269,9 @@ pub struct PluginsConfig {
     pub reuse: ReuseConfig,
     /// Where compiled plugins are cached between runs. Default: none (compile at every start).
     pub cache_dir: Option<PathBuf>,
+    /// PEM bundle of the CAs trusted for plugins' `https://` calls to `allow_hosts`. Default:
+    /// none (the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -272,6 +285,7 @@ impl Default for PluginsConfig {
             queue_timeout_ms: 1000,
             reuse: ReuseConfig::default(),
             cache_dir: None,
+            ca_file: None,
         }
     }
 }
@@ -430,6 +444,24 @@ pub struct UpstreamConfig {
     /// How long a failing target stays out of rotation, in ms. Default 10000.
     #[serde(default = "default_cooldown_ms")]
     pub unhealthy_cooldown_ms: u64,
+    /// Connect to the targets over TLS (the proxy and plugin calls use `https`). Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM bundle of the CAs trusted for this upstream's certificates. Only with `tls`.
+    /// Default: none (the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and verified against the certificate. Only with `tls`. Default:
+    /// the target's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM client certificate chain presented to the targets (mTLS). Only with `tls`, and
+    /// with `client_key`. Default: none.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`. Default: none.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_read_timeout_ms() -> u64 {

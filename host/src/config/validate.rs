@@ -6,7 +6,8 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{
-    ADMIN_TOKEN_ENV, CanaryConfig, Config, ConfigError, EntryLimits, PluginEntry, valid_name,
+    ADMIN_TOKEN_ENV, CanaryConfig, Config, ConfigError, EntryLimits, ListenerTlsConfig,
+    PluginEntry, UpstreamConfig, valid_name,
 };
 
 /// Validates a parsed config against its source text, whose spans give the line of a key.
@@ -155,6 +156,30 @@ impl Validator<'_> {
             {
                 return self.err(usize::MAX, key, "timeouts must be at least 1 ms");
             }
+            self.check_upstream_tls(upstream, &key)?;
+        }
+        if let Some(tls) = &config.server.tls {
+            self.check_listener_tls(tls, "server.tls")?;
+            if let Some(plain) = tls.plain_listen
+                && plain.port() != 0
+                && plain == config.server.listen
+            {
+                return self.err(
+                    usize::MAX,
+                    "server.tls.plain_listen".into(),
+                    "must differ from server.listen, which serves TLS",
+                );
+            }
+        }
+        if let Some(tls) = config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            self.check_listener_tls(tls, "admin.tls")?;
+            if tls.plain_listen.is_some() {
+                return self.err(
+                    usize::MAX,
+                    "admin.tls.plain_listen".into(),
+                    "the admin API has no cleartext listener beside TLS",
+                );
+            }
         }
         let mut table = crate::router::RouterBuilder::default();
         for (i, route) in config.routes.iter().enumerate() {
@@ -188,6 +213,60 @@ impl Validator<'_> {
             for (entry, _, at) in route.plugin_entries() {
                 self.check_entry(config, entry, format!("{key}.{at}"))?;
             }
+        }
+        Ok(())
+    }
+
+    fn check_listener_tls(&self, tls: &ListenerTlsConfig, key: &str) -> Result<(), ConfigError> {
+        if tls.certificates.is_empty() {
+            return self.err(
+                usize::MAX,
+                format!("{key}.certificates"),
+                "needs at least one certificate (cert_file and key_file)",
+            );
+        }
+        if tls.handshake_timeout_ms == 0 {
+            return self.err(
+                usize::MAX,
+                format!("{key}.handshake_timeout_ms"),
+                "must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    fn check_upstream_tls(&self, upstream: &UpstreamConfig, key: &str) -> Result<(), ConfigError> {
+        if !upstream.tls {
+            let set = [
+                ("ca_file", upstream.ca_file.is_some()),
+                ("server_name", upstream.server_name.is_some()),
+                ("client_cert", upstream.client_cert.is_some()),
+                ("client_key", upstream.client_key.is_some()),
+            ];
+            if let Some((name, _)) = set.iter().find(|(_, present)| *present) {
+                return self.err(
+                    usize::MAX,
+                    format!("{key}.{name}"),
+                    "only applies with `tls = true`",
+                );
+            }
+            return Ok(());
+        }
+        if upstream.client_cert.is_some() != upstream.client_key.is_some() {
+            return self.err(
+                usize::MAX,
+                format!("{key}.client_cert"),
+                "client_cert and client_key go together: set both or neither",
+            );
+        }
+        if let Some(name) = &upstream.server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return self.err(
+                usize::MAX,
+                format!("{key}.server_name"),
+                format!("`{name}` is not a DNS name or IP address"),
+            );
         }
         Ok(())
     }
