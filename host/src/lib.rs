@@ -95,9 +95,9 @@ impl Gateway {
             .with_context(|| format!("binding server.listen {listen}"))?;
         let local_addr = listener.local_addr()?;
         let tls = match (&config.server.tls, self.live.server_tls()) {
-            (Some(settings), Some(store)) => Some(
-                tls::TlsAcceptor::new(Arc::clone(store), settings).context("server.tls")?,
-            ),
+            (Some(settings), Some(store)) => {
+                Some(tls::TlsAcceptor::new(Arc::clone(store), settings).context("server.tls")?)
+            }
             _ => None,
         };
         let mut plain_addr = None;
@@ -120,9 +120,9 @@ impl Gateway {
                 .with_context(|| format!("binding admin.listen {}", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
             let admin_tls = match (&admin.tls, self.live.admin_tls()) {
-                (Some(settings), Some(store)) => Some(
-                    tls::TlsAcceptor::new(Arc::clone(store), settings).context("admin.tls")?,
-                ),
+                (Some(settings), Some(store)) => {
+                    Some(tls::TlsAcceptor::new(Arc::clone(store), settings).context("admin.tls")?)
+                }
                 _ => None,
             };
             tokio::spawn(admin::serve(

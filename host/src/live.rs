@@ -407,6 +407,9 @@ fn load_certs(
     Ok(Some(Arc::new(store)))
 }
 
+/// A checked certificate set to serve once a reload succeeds: the store, its new files, the set.
+type TlsSwap = (Arc<CertStore>, Vec<CertFiles>, CertSet);
+
 /// What a config reload does to a listener's TLS: a new set of files is read and checked now
 /// (a failure refuses the whole reload) and swapped in once the reload succeeds. Listener
 /// settings (TLS on or off, minimum version, handshake timeout, `plain_listen`) need a restart.
@@ -416,7 +419,7 @@ fn tls_change(
     before: Option<&ListenerTlsConfig>,
     after: Option<&ListenerTlsConfig>,
     new: &Config,
-) -> anyhow::Result<Option<(Arc<CertStore>, Vec<CertFiles>, CertSet)>> {
+) -> anyhow::Result<Option<TlsSwap>> {
     let (Some(store), Some(before), Some(after)) = (store, before, after) else {
         if before.is_some() != after.is_some() {
             tracing::warn!(

@@ -72,16 +72,26 @@ async fn http1_and_h2_over_tls_with_a_plain_listener_beside() {
     ))
     .await;
 
-    let h2 = tls_get(ca.client_config(&[b"h2", b"http/1.1"]), gw.local_addr(), "localhost", "/echo")
-        .await
-        .expect("h2 over TLS");
+    let h2 = tls_get(
+        ca.client_config(&[b"h2", b"http/1.1"]),
+        gw.local_addr(),
+        "localhost",
+        "/echo",
+    )
+    .await
+    .expect("h2 over TLS");
     assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(h2.status, StatusCode::OK);
     assert_eq!(h2.body, "from upstream /echo https");
 
-    let h1 = tls_get(ca.client_config(&[b"http/1.1"]), gw.local_addr(), "localhost", "/echo")
-        .await
-        .expect("HTTP/1.1 over TLS");
+    let h1 = tls_get(
+        ca.client_config(&[b"http/1.1"]),
+        gw.local_addr(),
+        "localhost",
+        "/echo",
+    )
+    .await
+    .expect("HTTP/1.1 over TLS");
     assert_eq!(h1.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(h1.status, StatusCode::OK);
     assert_eq!(h1.body, "from upstream /echo https");
@@ -99,9 +109,16 @@ async fn http1_and_h2_over_tls_with_a_plain_listener_beside() {
         .to_bytes();
     assert_eq!(body, "from upstream /echo http");
     let cleartext_on_tls = tessera_tests::client()
-        .get(format!("http://{}/echo", gw.local_addr()).parse().expect("uri"))
+        .get(
+            format!("http://{}/echo", gw.local_addr())
+                .parse()
+                .expect("uri"),
+        )
         .await;
-    assert!(cleartext_on_tls.is_err(), "the TLS port answered cleartext HTTP");
+    assert!(
+        cleartext_on_tls.is_err(),
+        "the TLS port answered cleartext HTTP"
+    );
     gw.shutdown().await;
 }
 
@@ -119,17 +136,32 @@ async fn sni_selects_the_certificate_and_the_first_is_the_default() {
     ))
     .await;
     let verified = ca.client_config(&[b"http/1.1"]);
-    let seen = tls_get(Arc::clone(&verified), gw.local_addr(), "a.test", "/echo").await.expect("a.test");
+    let seen = tls_get(Arc::clone(&verified), gw.local_addr(), "a.test", "/echo")
+        .await
+        .expect("a.test");
     assert_eq!(seen.leaf, a.der);
     assert_eq!(seen.status, StatusCode::OK);
-    let seen = tls_get(Arc::clone(&verified), gw.local_addr(), "api.b.test", "/echo")
-        .await
-        .expect("api.b.test");
-    assert_eq!(seen.leaf, b.der, "the wildcard certificate serves api.b.test");
+    let seen = tls_get(
+        Arc::clone(&verified),
+        gw.local_addr(),
+        "api.b.test",
+        "/echo",
+    )
+    .await
+    .expect("api.b.test");
+    assert_eq!(
+        seen.leaf, b.der,
+        "the wildcard certificate serves api.b.test"
+    );
     // Unknown names and no SNI at all (an IP address) get the first certificate.
-    let seen = tls_get(see_any_certificate(), gw.local_addr(), "unknown.test", "/echo")
-        .await
-        .expect("unknown name");
+    let seen = tls_get(
+        see_any_certificate(),
+        gw.local_addr(),
+        "unknown.test",
+        "/echo",
+    )
+    .await
+    .expect("unknown name");
     assert_eq!(seen.leaf, a.der);
     let seen = tls_get(see_any_certificate(), gw.local_addr(), "127.0.0.1", "/echo")
         .await
@@ -142,7 +174,10 @@ async fn sni_selects_the_certificate_and_the_first_is_the_default() {
 async fn eventually(bound: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < bound, "{what} did not happen within {bound:?}");
+        assert!(
+            start.elapsed() < bound,
+            "{what} did not happen within {bound:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -156,7 +191,11 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let gw = Arc::new(
         start(&tls_config(
             "",
-            &format!("{}{}", certificates(std::slice::from_ref(&files)), echo_route(up)),
+            &format!(
+                "{}{}",
+                certificates(std::slice::from_ref(&files)),
+                echo_route(up)
+            ),
         ))
         .await,
     );
@@ -165,8 +204,12 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (config, stop, ok, failed) =
-            (Arc::clone(&config), Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        let (config, stop, ok, failed) = (
+            Arc::clone(&config),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+        );
         let addr = gw.local_addr();
         clients.push(tokio::spawn(async move {
             let mut errors = Vec::new();
@@ -190,11 +233,20 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
         let leaf = ca.issue(&["localhost"], serial);
         dir.write("site", &leaf);
         // A fresh client each time: a resumed session would show the certificate it began with.
-        eventually(Duration::from_secs(10), "serving the rotated certificate", async || {
-            tls_get(ca.client_config(&[b"h2"]), gw.local_addr(), "localhost", "/echo")
+        eventually(
+            Duration::from_secs(10),
+            "serving the rotated certificate",
+            async || {
+                tls_get(
+                    ca.client_config(&[b"h2"]),
+                    gw.local_addr(),
+                    "localhost",
+                    "/echo",
+                )
                 .await
                 .is_ok_and(|r| r.leaf == leaf.der)
-        })
+            },
+        )
         .await;
         last = Some(leaf);
     }
@@ -202,22 +254,38 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let current = last.expect("rotated");
     let refused_before = store.refused();
     replace(&files.0, b"this is not a certificate");
-    eventually(Duration::from_secs(10), "refusing the garbage file", async || {
-        store.refused() > refused_before
-    })
+    eventually(
+        Duration::from_secs(10),
+        "refusing the garbage file",
+        async || store.refused() > refused_before,
+    )
     .await;
-    let seen = tls_get(ca.client_config(&[b"h2"]), gw.local_addr(), "localhost", "/echo")
-        .await
-        .expect("still serving after a garbage file");
+    let seen = tls_get(
+        ca.client_config(&[b"h2"]),
+        gw.local_addr(),
+        "localhost",
+        "/echo",
+    )
+    .await
+    .expect("still serving after a garbage file");
     assert_eq!(seen.status, StatusCode::OK);
-    assert_eq!(seen.leaf, current.der, "the last good certificate keeps serving");
+    assert_eq!(
+        seen.leaf, current.der,
+        "the last good certificate keeps serving"
+    );
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         let errors = client.await.expect("client task");
-        assert!(errors.is_empty(), "requests failed during rotation: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "requests failed during rotation: {errors:?}"
+        );
     }
     assert_eq!(failed.load(Ordering::SeqCst), 0);
-    assert!(ok.load(Ordering::SeqCst) >= 8, "the clients made requests throughout");
+    assert!(
+        ok.load(Ordering::SeqCst) >= 8,
+        "the clients made requests throughout"
+    );
     assert!(store.reloaded() >= 3, "three rotations were served");
 }
 
@@ -228,8 +296,11 @@ async fn expired_garbage_and_mismatched_certificates_are_refused_at_load() {
     let expired = dir.write("expired", &ca.issue_expired(&["localhost"]));
     let good = ca.issue(&["localhost"], 2);
     let garbage = dir.path("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n")
-        .expect("write");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
     let (_, good_key) = dir.write("good", &good);
     let other = dir.write("other", &ca.issue(&["localhost"], 3));
     let cases = [
@@ -276,7 +347,11 @@ async fn tls_upstreams_verify_the_ca_and_the_name_and_reuse_connections() {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.text(), "/secure");
     }
-    assert_eq!(count(&handshakes), 1, "one pooled TLS connection served three requests");
+    assert_eq!(
+        count(&handshakes),
+        1,
+        "one pooled TLS connection served three requests"
+    );
     gw.shutdown().await;
 
     // The name verified may be set; a name the certificate does not hold is a 502.
@@ -303,7 +378,10 @@ async fn tls_upstreams_verify_the_ca_and_the_name_and_reuse_connections() {
     let wrong_ca = plain_gateway(&secure_route(addr, &format!("ca_file = {other_ca:?}"))).await;
     let reply = get(&wrong_ca, "/secure").await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert!(!reply.text().contains("certificate"), "the client message stays generic");
+    assert!(
+        !reply.text().contains("certificate"),
+        "the client message stays generic"
+    );
     wrong_ca.shutdown().await;
 }
 
@@ -316,7 +394,10 @@ async fn mtls_upstream_needs_the_client_certificate() {
     let ca_file = dir.path("ca.pem");
     std::fs::write(&ca_file, &ca.pem).expect("write CA");
     let without = plain_gateway(&secure_route(addr, &format!("ca_file = {ca_file:?}"))).await;
-    assert_eq!(get(&without, "/secure").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        get(&without, "/secure").await.status,
+        StatusCode::BAD_GATEWAY
+    );
     without.shutdown().await;
 
     let (cert, key) = dir.write("client", &client_ca.issue(&["gateway.test"], 5));
@@ -347,20 +428,36 @@ async fn plugins_call_allowed_hosts_over_https() {
         )
     };
     let routes = [
-        handler("/ok", &format!("localhost:{port}"), format!("https://localhost:{port}/x")),
-        handler("/not-allowed", &format!("localhost:{port}"), format!("https://127.0.0.1:{port}/x")),
+        handler(
+            "/ok",
+            &format!("localhost:{port}"),
+            format!("https://localhost:{port}/x"),
+        ),
+        handler(
+            "/not-allowed",
+            &format!("localhost:{port}"),
+            format!("https://127.0.0.1:{port}/x"),
+        ),
         handler(
             "/untrusted",
             &format!("localhost:{}", untrusted.port()),
             format!("https://localhost:{}/x", untrusted.port()),
         ),
         // A grant without a port means port 80 for http and 443 for https, never this port.
-        handler("/default-port", "localhost", format!("https://localhost:{port}/x")),
+        handler(
+            "/default-port",
+            "localhost",
+            format!("https://localhost:{port}/x"),
+        ),
     ]
     .concat();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{}\n{routes}",
-        plugins_section().replacen("[plugins]\n", &format!("[plugins]\nca_file = {ca_file:?}\n"), 1)
+        plugins_section().replacen(
+            "[plugins]\n",
+            &format!("[plugins]\nca_file = {ca_file:?}\n"),
+            1
+        )
     );
     let gw = start(&text).await;
     let json = get(&gw, "/ok").await.json();
@@ -388,10 +485,73 @@ async fn the_admin_api_serves_tls() {
     );
     let gw = start(&text).await;
     let admin = gw.admin_addr().expect("admin listener");
-    let reply = tls_get(ca.client_config(&[b"http/1.1"]), admin, "localhost", "/admin/health")
-        .await
-        .expect("admin over TLS");
+    let reply = tls_get(
+        ca.client_config(&[b"http/1.1"]),
+        admin,
+        "localhost",
+        "/admin/health",
+    )
+    .await
+    .expect("admin over TLS");
     // No token: the API answers, over TLS, that one is needed.
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_config_reload_that_names_other_certificates_serves_them() {
+    let ca = TestCa::new("reload CA");
+    let dir = CertDir::new("config-reload");
+    let first = ca.issue(&["localhost"], 1);
+    let second = ca.issue(&["localhost"], 2);
+    let first_files = dir.write("first", &first);
+    let second_files = dir.write("second", &second);
+    let garbage = dir.path("garbage.pem");
+    std::fs::write(&garbage, "garbage").expect("write");
+    let up = echo_upstream().await;
+    let path = dir.path("tessera.toml");
+    let text = |files: &(std::path::PathBuf, std::path::PathBuf)| {
+        tls_config(
+            "",
+            &format!(
+                "{}{}",
+                certificates(std::slice::from_ref(files)),
+                echo_route(up)
+            ),
+        )
+    };
+    std::fs::write(&path, text(&first_files)).expect("write config");
+    let gw = tessera::Gateway::from_file(&path)
+        .await
+        .expect("gateway builds")
+        .start()
+        .await
+        .expect("gateway starts");
+    let leaf = async || {
+        tls_get(
+            ca.client_config(&[b"h2"]),
+            gw.local_addr(),
+            "localhost",
+            "/echo",
+        )
+        .await
+        .expect("TLS request")
+        .leaf
+    };
+    assert_eq!(leaf().await, first.der);
+
+    // A config naming an unusable file is refused whole; the certificate in force stays.
+    std::fs::write(&path, text(&(garbage.clone(), second_files.1.clone()))).expect("write");
+    let err = gw.live().reload_config().await.expect_err("refused");
+    assert!(
+        tessera::error::chain(&err).contains(&garbage.display().to_string()),
+        "the refusal names the file: {}",
+        tessera::error::chain(&err)
+    );
+    assert_eq!(leaf().await, first.der);
+
+    std::fs::write(&path, text(&second_files)).expect("write config");
+    gw.live().reload_config().await.expect("reload");
+    assert_eq!(leaf().await, second.der);
     gw.shutdown().await;
 }

@@ -81,13 +81,20 @@ impl TestCa {
         })
     }
 
-    fn issue_with(&self, names: &[&str], serial: u64, edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
+    fn issue_with(
+        &self,
+        names: &[&str],
+        serial: u64,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf names");
         params.serial_number = Some(SerialNumber::from(serial));
         edit(&mut params);
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -195,7 +202,8 @@ pub async fn tls_get(
         .header(http::header::HOST, sni)
         .body(Full::new(Bytes::new()))?;
     let response = if alpn.as_deref() == Some(b"h2") {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
         sender.send_request(request).await?
     } else {
@@ -218,7 +226,10 @@ pub async fn tls_get(
 /// An upstream serving HTTP/1.1 over TLS with `leaf` on 127.0.0.1, answering every request
 /// with its path. When `client_ca` is given, clients must present a certificate it issued.
 /// Returns the address and the count of completed TLS handshakes.
-pub async fn tls_upstream(leaf: &Leaf, client_ca: Option<&TestCa>) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn tls_upstream(
+    leaf: &Leaf,
+    client_ca: Option<&TestCa>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let chain = vec![CertificateDer::from(leaf.der.clone())];
     let key = <rustls_pki_types::PrivateKeyDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(
         leaf.key_pem.as_bytes(),
@@ -240,17 +251,23 @@ pub async fn tls_upstream(leaf: &Leaf, client_ca: Option<&TestCa>) -> (SocketAdd
     };
     let config = builder.with_single_cert(chain, key).expect("server cert");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handshakes = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&handshakes);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let counted = Arc::clone(&counted);
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
                 counted.fetch_add(1, Ordering::SeqCst);
                 let service = service_fn(|req: Request<Incoming>| async move {
                     let path = req.uri().path().to_owned();

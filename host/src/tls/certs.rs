@@ -76,7 +76,10 @@ pub fn check_leaf(leaf: &CertificateDer<'_>, path: &Path) -> Result<Vec<String>,
     if validity.not_before.timestamp() > now {
         return Err(TlsFileError::invalid(
             path,
-            format!("the certificate is not valid before {}", validity.not_before),
+            format!(
+                "the certificate is not valid before {}",
+                validity.not_before
+            ),
         ));
     }
     let mut names = Vec::new();
@@ -151,8 +154,15 @@ impl CertFiles {
 
 /// The contents of a listener's certificate files, read at one moment.
 struct Snapshot {
-    files: Vec<(CertFiles, Result<Vec<u8>, TlsFileError>, Result<Vec<u8>, TlsFileError>)>,
+    files: Vec<FileContents>,
 }
+
+/// One certificate's files and what reading each gave.
+type FileContents = (
+    CertFiles,
+    Result<Vec<u8>, TlsFileError>,
+    Result<Vec<u8>, TlsFileError>,
+);
 
 impl Snapshot {
     fn read(files: &[CertFiles]) -> Self {
@@ -220,10 +230,7 @@ impl CertSet {
         let default = self.entries.first().map(|e| &e.key);
         let Some(sni) = sni else { return default };
         let sni = sni.trim_end_matches('.').to_ascii_lowercase();
-        let exact = self
-            .entries
-            .iter()
-            .find(|e| e.names.iter().any(|n| *n == sni));
+        let exact = self.entries.iter().find(|e| e.names.contains(&sni));
         let wildcard = || {
             let (label, parent) = sni.split_once('.')?;
             if label.is_empty() {
@@ -305,7 +312,10 @@ impl CertStore {
         state.seen = None;
         self.current.store(Arc::new(set));
         self.reloaded.fetch_add(1, Ordering::SeqCst);
-        tracing::info!(section = self.label, "TLS certificates replaced by the config");
+        tracing::info!(
+            section = self.label,
+            "TLS certificates replaced by the config"
+        );
     }
 
     /// Re-reads the files; a change that has stayed the same since the previous poll is
@@ -456,7 +466,9 @@ mod tests {
     #[test]
     fn garbage_and_encrypted_keys_name_the_file() {
         let path = Path::new("/etc/tessera/site.pem");
-        let err = parse_chain(b"not a certificate", path).unwrap_err().to_string();
+        let err = parse_chain(b"not a certificate", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/tessera/site.pem"), "{err}");
         assert!(err.contains("no PEM"), "{err}");
         let encrypted =

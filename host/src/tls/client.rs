@@ -33,7 +33,10 @@ pub fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsFileError> {
     let mut roots = RootCertStore::empty();
     for cert in parse_chain(&pem, path)? {
         roots.add(cert).map_err(|e| {
-            TlsFileError::invalid(path, format!("holds a certificate that is not a usable CA: {e}"))
+            TlsFileError::invalid(
+                path,
+                format!("holds a certificate that is not a usable CA: {e}"),
+            )
         })?;
     }
     Ok(roots)
@@ -47,7 +50,9 @@ pub fn system_roots() -> Arc<RootCertStore> {
         let mut roots = RootCertStore::empty();
         let (added, _ignored) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
-            tracing::info!("no system CA certificates found; trusting the compiled-in Mozilla roots");
+            tracing::info!(
+                "no system CA certificates found; trusting the compiled-in Mozilla roots"
+            );
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         Arc::new(roots)
@@ -134,10 +139,7 @@ mod tests {
     #[test]
     fn tls_errors_are_found_through_io_errors() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::other(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            tls,
-        ));
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
         let wrapped = anyhow::Error::new(io).context("target 127.0.0.1:1");
         let found = find_tls_error(wrapped.as_ref()).expect("found");
         assert!(matches!(
