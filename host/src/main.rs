@@ -88,7 +88,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let routes = loaded.routes.len();
             Gateway::new(loaded)
                 .await
-                .with_context(|| format!("{}: plugins", config.display()))?;
+                .with_context(|| config.display().to_string())?;
             println!("{}: ok ({routes} routes)", config.display());
             Ok(())
         }

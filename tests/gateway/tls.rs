@@ -555,3 +555,91 @@ async fn a_config_reload_that_names_other_certificates_serves_them() {
     assert_eq!(leaf().await, second.der);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn min_version_and_handshake_timeout_hold() {
+    let ca = TestCa::new("limits CA");
+    let dir = CertDir::new("limits");
+    let files = dir.write("site", &ca.issue(&["localhost"], 1));
+    let up = echo_upstream().await;
+    let gw = start(&tls_config(
+        "min_version = \"1.3\"\nhandshake_timeout_ms = 300",
+        &format!("{}{}", certificates(&[files]), echo_route(up)),
+    ))
+    .await;
+    let tls12 = ca.client_config_for(&[b"http/1.1"], &[&rustls::version::TLS12]);
+    assert!(
+        tls_get(tls12, gw.local_addr(), "localhost", "/echo")
+            .await
+            .is_err(),
+        "a TLS 1.2 client was served by a 1.3-only listener"
+    );
+    let tls13 = ca.client_config_for(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    let reply = tls_get(tls13, gw.local_addr(), "localhost", "/echo")
+        .await
+        .expect("TLS 1.3");
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // A client that never starts its handshake is closed after the timeout.
+    let mut silent = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pending_handshake_holds_a_connection_slot() {
+    let ca = TestCa::new("cap CA");
+    let dir = CertDir::new("cap");
+    let files = dir.write("site", &ca.issue(&["localhost"], 1));
+    let up = echo_upstream().await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\n[server.tls]\nhandshake_timeout_ms = 10000\n{}{}\n{}",
+        certificates(&[files]),
+        echo_route(up),
+        plugins_section()
+    );
+    let gw = start(&text).await;
+    // The only slot goes to a connection that has not sent its ClientHello.
+    let holder = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .expect("connect");
+    eventually(
+        Duration::from_secs(5),
+        "a second client being refused",
+        async || {
+            tls_get(
+                ca.client_config(&[b"http/1.1"]),
+                gw.local_addr(),
+                "localhost",
+                "/echo",
+            )
+            .await
+            .is_err()
+        },
+    )
+    .await;
+    drop(holder);
+    eventually(Duration::from_secs(5), "the slot coming back", async || {
+        tls_get(
+            ca.client_config(&[b"http/1.1"]),
+            gw.local_addr(),
+            "localhost",
+            "/echo",
+        )
+        .await
+        .is_ok_and(|r| r.status == StatusCode::OK)
+    })
+    .await;
+    gw.shutdown().await;
+}

@@ -111,8 +111,17 @@ impl TestCa {
 
     /// A client config trusting this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client_config_for(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A client config trusting this CA, offering `alpn` and only `versions`.
+    pub fn client_config_for(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("TLS versions")
             .with_root_certificates(self.roots())
             .with_no_client_auth();

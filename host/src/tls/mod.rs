@@ -27,7 +27,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[non_exhaustive]
 pub enum TlsFileError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
