@@ -356,3 +356,60 @@ pub async fn wait(pending: &mut PendingCall) -> Result<bindings::Response, HttpE
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(allow: &[&str]) -> Outbound {
+        Outbound::new(Arc::new(OutboundContext {
+            request_id: "test".into(),
+            traceparent: Default::default(),
+            granted: Vec::new().into(),
+            allow_hosts: allow.iter().map(|h| h.to_string()).collect(),
+            upstreams: Arc::new(Upstreams::default()),
+            limits: OutboundLimits {
+                max_calls: 8,
+                max_in_flight: 4,
+            },
+            max_body_bytes: 1024,
+            max_header_bytes: 1024,
+        }))
+    }
+
+    /// Where a URL goes (`scheme://authority`), or why not.
+    fn target(o: &Outbound, url: &str) -> Result<String, String> {
+        match o.destination(url) {
+            Ok((Destination::Direct(scheme, authority), _, _)) => {
+                Ok(format!("{scheme}://{authority}"))
+            }
+            Ok((Destination::Upstream(u), _, _)) => Ok(format!("upstream {}", u.name())),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    #[test]
+    fn a_grant_without_a_port_means_the_schemes_default_port() {
+        let o = outbound(&["a.test", "b.test:80", "c.test:8443"]);
+        assert_eq!(
+            target(&o, "https://a.test/x").unwrap(),
+            "https://a.test:443"
+        );
+        assert_eq!(
+            target(&o, "https://a.test:443/x").unwrap(),
+            "https://a.test:443"
+        );
+        assert_eq!(target(&o, "http://a.test/x").unwrap(), "http://a.test:80");
+        assert!(target(&o, "https://a.test:80/x").is_err());
+        assert!(target(&o, "http://a.test:443/x").is_err());
+        // `b.test:80` is a grant of port 80: an https call (port 443) is not covered.
+        assert!(target(&o, "https://b.test/x").is_err());
+        assert_eq!(target(&o, "http://b.test/x").unwrap(), "http://b.test:80");
+        assert_eq!(
+            target(&o, "https://c.test:8443/x").unwrap(),
+            "https://c.test:8443"
+        );
+        assert!(target(&o, "https://c.test/x").is_err());
+        assert!(target(&o, "ftp://a.test/x").is_err());
+    }
+}

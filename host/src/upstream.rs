@@ -75,7 +75,6 @@ impl Upstream {
             let settings = ClientTls {
                 ca_file: ca_file.as_deref(),
                 client_auth: client_cert.as_deref().zip(client_key.as_deref()),
-                server_name: config.server_name.as_deref(),
             };
             let tls = tls_client::client_config(&settings)
                 .with_context(|| format!("upstreams.{name}: TLS"))?;

@@ -450,6 +450,28 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_checked() {
+        let up = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n";
+        let cases = [
+            (format!("{up}ca_file = \"ca.pem\"\n"), "upstreams.u.ca_file: only applies with `tls = true`"),
+            (format!("{up}tls = true\nclient_cert = \"c.pem\"\n"), "upstreams.u.client_cert: client_cert and client_key go together"),
+            (format!("{up}tls = true\nserver_name = \"bad name\"\n"), "upstreams.u.server_name: `bad name` is not a DNS name"),
+            ("[server.tls]\ncertificates = []\n".to_owned(), "server.tls.certificates: needs at least one certificate"),
+            ("[server.tls]\nmin_version = \"1.1\"\n[[server.tls.certificates]]\ncert_file = \"a\"\nkey_file = \"b\"\n".to_owned(), "min_version"),
+            ("[admin]\ntoken = \"t\"\n[admin.tls]\nplain_listen = \"127.0.0.1:1\"\n[[admin.tls.certificates]]\ncert_file = \"a\"\nkey_file = \"b\"\n".to_owned(), "admin.tls.plain_listen"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}\n{err}");
+        }
+        let ok = "[server.tls]\nmin_version = \"1.3\"\nplain_listen = \"127.0.0.1:8081\"\n[[server.tls.certificates]]\ncert_file = \"a.pem\"\nkey_file = \"a.key\"\n";
+        let config = parse(ok).unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(tls.min_version, crate::config::TlsVersion::V1_3);
+        assert_eq!(tls.handshake_timeout_ms, 10_000);
+    }
+
+    #[test]
     fn route_conflict_is_rejected() {
         let text = "[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\npath = \"/a/{x}\"\nupstream = \"u\"\n[[routes]]\npath = \"/a/{y}\"\nupstream = \"u\"\n";
         let err = parse(text).unwrap_err().to_string();

@@ -23,8 +23,6 @@ pub struct ClientTls<'a> {
     pub ca_file: Option<&'a Path>,
     /// Client certificate chain and key (mTLS).
     pub client_auth: Option<(&'a Path, &'a Path)>,
-    /// Name verified instead of the target's host.
-    pub server_name: Option<&'a str>,
 }
 
 /// The roots of a CA bundle file.
