@@ -346,6 +346,7 @@ async fn tls_upstreams_verify_the_ca_and_the_name_and_reuse_connections() {
         let reply = get(&gw, "/secure").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.text(), "/secure");
+        assert_eq!(reply.header("x-alpn"), Some("http/1.1"));
     }
     assert_eq!(
         count(&handshakes),

@@ -233,7 +233,7 @@ pub async fn tls_get(
 }
 
 /// An upstream serving HTTP/1.1 over TLS with `leaf` on 127.0.0.1, answering every request
-/// with its path. When `client_ca` is given, clients must present a certificate it issued.
+/// with its path and the ALPN protocol negotiated in `x-alpn` (`none` without). When `client_ca` is given, clients must present a certificate it issued.
 /// Returns the address and the count of completed TLS handshakes.
 pub async fn tls_upstream(
     leaf: &Leaf,
@@ -258,7 +258,8 @@ pub async fn tls_upstream(
         ),
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(chain, key).expect("server cert");
+    let mut config = builder.with_single_cert(chain, key).expect("server cert");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -278,9 +279,20 @@ pub async fn tls_upstream(
                     return;
                 };
                 counted.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let path = req.uri().path().to_owned();
-                    Ok::<_, Infallible>(Response::new(full(path)) as Response<TestBody>)
+                let alpn = tls.get_ref().1.alpn_protocol().map_or_else(
+                    || "none".to_owned(),
+                    |p| String::from_utf8_lossy(p).into_owned(),
+                );
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let alpn = alpn.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let mut response: Response<TestBody> = Response::new(full(path));
+                        if let Ok(v) = http::HeaderValue::from_str(&alpn) {
+                            response.headers_mut().insert("x-alpn", v);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)

@@ -3,12 +3,14 @@
 //! Trust: a configured PEM CA bundle, else the system's roots (read once per process with
 //! `rustls-native-certs`), else, when the system has none (a minimal container), the Mozilla
 //! roots compiled in (`webpki-roots`). The server name verified is the target's host unless an
-//! upstream sets `server_name`. No ALPN is offered: upstream exchanges are HTTP/1.1.
+//! upstream sets `server_name`. ALPN offers `http/1.1` only: upstream exchanges are HTTP/1.1.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
@@ -92,22 +94,19 @@ pub fn client_config(tls: &ClientTls<'_>) -> anyhow::Result<rustls::ClientConfig
         .map_err(|e| TlsFileError::invalid(key_path, format!("unusable client key: {e}")))?)
 }
 
-/// A connector that speaks `http` plainly and `https` with `config`.
+/// A connector that speaks `http` plainly and `https` with `config`, offering ALPN
+/// `http/1.1`, verifying `server_name` instead of the URI's host when given.
 pub fn connector(
     http: HttpConnector,
-    config: rustls::ClientConfig,
+    mut config: rustls::ClientConfig,
     server_name: Option<ServerName<'static>>,
 ) -> HttpsConnector<HttpConnector> {
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http();
-    match server_name {
-        Some(name) => builder
-            .with_server_name_resolver(FixedServerNameResolver::new(name))
-            .enable_http1()
-            .wrap_connector(http),
-        None => builder.enable_http1().wrap_connector(http),
-    }
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let resolver: Arc<dyn ResolveServerName + Send + Sync> = match server_name {
+        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    HttpsConnector::new(http, config, false, resolver)
 }
 
 /// The TLS failure inside an error's source chain, if any. I/O errors are looked into as
