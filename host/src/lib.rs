@@ -24,6 +24,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 // Generated bindings the benches and fuzz targets reach into; the WIT is their documentation.
@@ -38,12 +39,14 @@ pub mod error;
 pub mod headers;
 pub mod ids;
 pub mod live;
+pub mod metrics;
 pub mod outbound;
 pub mod plugin;
 pub mod records;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -111,17 +114,44 @@ impl Gateway {
                 signal.clone(),
             ));
         }
+        let mut metrics_addr = None;
+        if let Some(listen) = config.metrics.listen {
+            let metrics_listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding metrics.listen {listen}"))?;
+            metrics_addr = Some(metrics_listener.local_addr()?);
+            tokio::spawn(admin::serve_metrics(
+                metrics_listener,
+                Arc::clone(&self.live),
+                config.server.clone(),
+                signal.clone(),
+            ));
+        }
+        let metrics = Arc::clone(self.live.metrics());
+        let access_config = config::AccessLogConfig {
+            path: config.access_log.path.as_deref().map(|p| config.resolve(p)),
+            ..config.access_log.clone()
+        };
+        let observers = server::Observers {
+            access: access::AccessLog::start(&access_config, Arc::clone(&metrics))?.map(Arc::new),
+            telemetry: telemetry::Telemetry::start(&config.telemetry)?,
+            metrics,
+        };
+        let telemetry = observers.telemetry.clone();
         let watcher = self.live.watch();
         let task = tokio::spawn(server::serve(
             listener,
             Arc::clone(&self.live),
             config.server.clone(),
+            observers,
             signal,
         ));
-        tracing::info!(%local_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");
+        tracing::info!(%local_addr, admin = ?admin_addr, metrics = ?metrics_addr, routes = self.live.runtime().routes.len(), "tessera listening");
         Ok(RunningGateway {
             local_addr,
             admin_addr,
+            metrics_addr,
+            telemetry,
             live: self.live,
             shutdown,
             task,
@@ -135,6 +165,8 @@ impl Gateway {
 pub struct RunningGateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    telemetry: Option<Arc<telemetry::Telemetry>>,
     live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -155,6 +187,18 @@ impl RunningGateway {
     /// The live state (runtime, config, reloads).
     pub fn live(&self) -> &Arc<Live> {
         &self.live
+    }
+
+    /// The address of the token-less metrics listener (`metrics.listen`), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Exports the traces finished so far, now (when traces are on).
+    pub async fn flush_traces(&self) {
+        if let Some(t) = self.telemetry.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.flush()).await;
+        }
     }
 
     /// A handle that starts a graceful shutdown when sent `true`.

@@ -107,6 +107,11 @@ impl Live {
         self.config.load_full()
     }
 
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.engine.metrics()
+    }
+
     /// How many reloads ran and were refused.
     pub fn reloads(&self) -> &ReloadCounts {
         &self.reloads
@@ -116,6 +121,7 @@ impl Live {
     pub async fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
         let _one = self.reloading.lock().await;
         let result = self.reload_config_locked().await;
+        self.engine.metrics().reload(result.is_err());
         self.reloads
             .record(result.as_ref().err().map(|e| crate::error::chain(e)));
         result
@@ -163,6 +169,7 @@ impl Live {
     pub async fn reload_plugins(&self) -> ReloadReport {
         let _one = self.reloading.lock().await;
         let report = self.reload_plugins_locked().await;
+        self.engine.metrics().reload(!report.refused.is_empty());
         self.reloads.record(report.refused.last().cloned());
         report
     }

@@ -128,7 +128,7 @@ impl Runtime {
         engine: Arc<PluginEngine>,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let upstreams = Arc::new(Upstreams::new(&config.upstreams));
+        let upstreams = Arc::new(Upstreams::new(&config.upstreams, engine.metrics()));
         let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
         Self::assemble(config, engine, upstreams, plugins, previous)
     }

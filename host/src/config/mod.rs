@@ -78,6 +78,15 @@ pub struct Config {
     /// Routes, matched by method and path.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The directory relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -194,6 +203,77 @@ impl Default for ServerConfig {
             normalize_path: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on the admin listener (with the admin token). Default true.
+    pub enabled: bool,
+    /// An address of its own where `GET /metrics` is served without a token, for scrapers on a
+    /// private network. Default: none.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `json` (one object per line), `text`, or `off`. Default `json`.
+    pub format: AccessLogFormat,
+    /// A file the lines are appended to (relative to the config file). Default: standard output.
+    pub path: Option<PathBuf>,
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// One human-readable line.
+    Text,
+    /// No access log.
+    Off,
+}
+
+/// `[telemetry]`: OpenTelemetry traces exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Export traces. Default false. `OTEL_SDK_DISABLED=true` turns it off regardless.
+    pub enabled: bool,
+    /// The OTLP/HTTP traces URL, e.g. `http://collector:4318/v1/traces`. Default:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`,
+    /// else `http://localhost:4318/v1/traces`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME`, else `tessera`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0 to 1.0); a request that arrives with a `traceparent`
+    /// follows its sampled flag. Default 1.0.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: None,
+            service_name: None,
+            sample_ratio: 1.0,
         }
     }
 }

@@ -96,6 +96,30 @@ impl Validator<'_> {
                 "must be at least 1",
             );
         }
+        let ratio = config.telemetry.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return self.err(
+                usize::MAX,
+                "telemetry.sample_ratio".into(),
+                format!("must be between 0.0 and 1.0 (got {ratio})"),
+            );
+        }
+        if let Some(endpoint) = &config.telemetry.endpoint
+            && !matches!(
+                endpoint
+                    .parse::<http::Uri>()
+                    .ok()
+                    .as_ref()
+                    .and_then(http::Uri::scheme_str),
+                Some("http" | "https")
+            )
+        {
+            return self.err(
+                usize::MAX,
+                "telemetry.endpoint".into(),
+                format!("`{endpoint}` is not an http:// or https:// URL"),
+            );
+        }
         if config.plugins.max_instances == 0 {
             return self.err(
                 usize::MAX,
