@@ -87,6 +87,7 @@ impl Live {
     pub async fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Self> {
         let engine = Arc::new(PluginEngine::new(&config.plugins)?);
         let runtime = Runtime::build(&config, Arc::clone(&engine), None).await?;
+        engine.metrics().set_enabled(config.metrics.enabled);
         Ok(Self {
             engine,
             runtime: ArcSwap::from_pointee(runtime),
@@ -142,6 +143,15 @@ impl Live {
                 "admin.listen changed: the new address takes effect only after a restart"
             );
         }
+        if new.metrics.listen != old.metrics.listen
+            || new.access_log.format != old.access_log.format
+            || new.access_log.path != old.access_log.path
+            || new.telemetry != old.telemetry
+        {
+            tracing::warn!(
+                "metrics.listen, [access_log] or [telemetry] changed: they take effect only after a restart"
+            );
+        }
         if new.plugins.max_instances != old.plugins.max_instances
             || new.plugins.max_queued != old.plugins.max_queued
             || new.plugins.queue_timeout_ms != old.plugins.queue_timeout_ms
@@ -157,6 +167,7 @@ impl Live {
             .map_err(ReloadError::Refused)?;
         let changed = diff(&current, &runtime);
         self.runtime.store(Arc::new(runtime));
+        self.engine.metrics().set_enabled(new.metrics.enabled);
         self.config.store(Arc::new(new));
         tracing::info!(path = %path.display(), ?changed, "config reloaded");
         Ok(ReloadReport {

@@ -11,7 +11,7 @@
 //! components, targets are configured `host:port`s and allowed hosts.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -146,6 +146,9 @@ fn plugin_histogram() -> Histogram {
 
 /// Every metric the gateway exports.
 pub struct Metrics {
+    /// `metrics.enabled`: when false, requests, upstream exchanges and plugin calls are not
+    /// recorded (state gauges and reloads still are).
+    on: Arc<AtomicBool>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RouteLabels>,
@@ -181,6 +184,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tessera");
         let m = Self {
+            on: Arc::new(AtomicBool::new(true)),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             upstream_duration: Family::new_with_constructor(latency_histogram),
@@ -280,6 +284,11 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// Turns recording on the request path on or off (`metrics.enabled`).
+    pub fn set_enabled(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
     /// Counts one answered request and its duration (request head to response head).
     pub fn request(
         &self,
@@ -288,6 +297,9 @@ impl Metrics {
         status: http::StatusCode,
         elapsed: Duration,
     ) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         let route = Shared(route.map_or_else(|| Arc::from("unmatched"), Arc::clone));
         self.requests
             .get_or_create(&RequestLabels {
@@ -313,6 +325,7 @@ impl Metrics {
                 })
         };
         TargetMetrics {
+            on: Arc::clone(&self.on),
             connect_errors: error("connect"),
             timeouts: error("timeout"),
             duration: self.upstream_duration.get_or_create_owned(&TargetLabels {
@@ -350,6 +363,9 @@ impl Metrics {
 
     /// Counts one outbound call of `plugin` to `upstream` (an upstream name or allowed host).
     pub fn outbound_call(&self, plugin: &Arc<str>, upstream: &str, result: &'static str) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         self.outbound_calls
             .get_or_create(&OutboundLabels {
                 plugin: Shared(Arc::clone(plugin)),
@@ -450,6 +466,7 @@ impl Drop for ConnectionGuard {
 /// One upstream target's series.
 #[derive(Debug, Clone)]
 pub struct TargetMetrics {
+    on: Arc<AtomicBool>,
     duration: Histogram,
     connect_errors: Counter,
     timeouts: Counter,
@@ -469,6 +486,9 @@ pub enum Exchange {
 impl TargetMetrics {
     /// Records one exchange.
     pub fn record(&self, exchange: Exchange, elapsed: Duration) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         match exchange {
             Exchange::Answered => self.duration.observe(elapsed.as_secs_f64()),
             Exchange::ConnectFailed => {
@@ -516,11 +536,17 @@ impl std::fmt::Debug for PluginMetrics {
 impl PluginMetrics {
     /// Records an instantiation.
     pub fn instantiated(&self, elapsed: Duration) {
+        if !self.metrics.on.load(Ordering::Relaxed) {
+            return;
+        }
         self.instantiation.observe(elapsed.as_secs_f64());
     }
 
     /// Records a call that returned (whatever it returned).
     pub fn call(&self, phase: Phase, elapsed: Duration) {
+        if !self.metrics.on.load(Ordering::Relaxed) {
+            return;
+        }
         let histogram = match phase {
             Phase::OnRequest => &self.on_request,
             Phase::OnResponse => &self.on_response,
@@ -531,6 +557,9 @@ impl PluginMetrics {
 
     /// Counts a failure; `memory` says the plugin's memory cap was hit.
     pub fn failed(&self, kind: PluginFailure, memory: bool) {
+        if !self.metrics.on.load(Ordering::Relaxed) {
+            return;
+        }
         let kind = match kind {
             PluginFailure::Trap if memory => "memory_limit",
             PluginFailure::Trap => "trap",

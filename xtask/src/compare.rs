@@ -217,7 +217,7 @@ pub fn run(
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{tessera_port}\"\n\
+                "[server]\nlisten = \"127.0.0.1:{tessera_port}\"\n[access_log]\nformat = \"off\"\n\
                  [plugins.files]\nheaders = {:?}\nhello = {:?}\n\
                  [upstreams.nginx]\ntargets = [\"127.0.0.1:{up_port}\"]\nmax_idle_per_target = 64\n\
                  [[routes]]\npath = \"/proxy/{{*rest}}\"\nupstream = \"nginx\"\n\

@@ -251,7 +251,7 @@ pub enum AccessLogFormat {
 }
 
 /// `[telemetry]`: OpenTelemetry traces exported over OTLP/HTTP (protobuf).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Export traces. Default false. `OTEL_SDK_DISABLED=true` turns it off regardless.
