@@ -125,9 +125,8 @@ fn ensure_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Builds every plugin once and returns the directory of the `.wasm` files.
