@@ -207,15 +207,17 @@ impl RunningGateway {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period), and returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         self.watcher.abort();
+        self.flush_traces().await;
     }
 
     /// Waits until the gateway stops (after a shutdown was requested through a handle).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
         self.watcher.abort();
+        self.flush_traces().await;
     }
 }

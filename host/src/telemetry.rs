@@ -43,8 +43,14 @@ impl fmt::Debug for Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        // Export what is still queued; a collector that is down costs at most the export timeout.
-        let _ = self.provider.shutdown();
+        // Shutting the provider down waits for its last export, which runs on the tokio runtime;
+        // the last reference may be dropped on one of its workers, so wait on a thread of its own.
+        let provider = self.provider.clone();
+        let _ = std::thread::Builder::new()
+            .name("tessera-telemetry-stop".into())
+            .spawn(move || {
+                let _ = provider.shutdown();
+            });
     }
 }
 
