@@ -20,6 +20,7 @@ use tracing::{Instrument, field};
 use crate::admission::{Admission, ClientSlots};
 use crate::body::{self, Body, BodyFault};
 use crate::chain::{self, RequestInfo};
+use crate::compression::Uncompressed;
 use crate::config::{AcceptRequestId, ServerConfig};
 use crate::edge::{self, PathRules, Peer, TrustedProxies};
 use crate::error::{self, GatewayError};
@@ -214,6 +215,8 @@ pub async fn handle(
         request.headers_mut().insert(REQUEST_ID, v);
     }
     edge::drop_untrusted_forwarded(request.headers_mut(), &peer);
+    // The response is compressed on its way out; what that needs of the request is taken now.
+    let compression = runtime.compression.request_facts(&request);
     let span = tracing::info_span!(
         "tessera.request",
         http.request.method = %request.method(),
@@ -232,6 +235,7 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
+        let response = runtime.compression.apply(&compression, response);
         tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         response
     }
@@ -315,5 +319,9 @@ async fn route(
         let timed = body::IdleTimeoutBody::new(body::boxed(b), idle).recording(Arc::clone(&fault));
         body::boxed(body::CappedBody::new(body::boxed(timed), max_body, fault))
     });
-    Ok(chain::run(runtime, entry, request, &info).await)
+    let mut response = chain::run(runtime, entry, request, &info).await;
+    if !entry.compress {
+        response.extensions_mut().insert(Uncompressed);
+    }
+    Ok(response)
 }

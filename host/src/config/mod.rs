@@ -4,6 +4,7 @@
 //! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
 //! relative to the file's directory. `validate` holds the checks that run after parsing.
 
+mod compression;
 mod secret;
 mod validate;
 
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use self::validate::Validator;
+pub use compression::{CompressionConfig, ContentCoding, MediaRange};
 pub use secret::{MAX_SECRET_FILE_BYTES, PluginConfig, Secret};
 
 /// A config that could not be loaded; the message names the file, key and line.
@@ -146,6 +148,9 @@ pub struct ServerConfig {
     /// `reject` (400), `keep` (forwarded as sent; never decoded into a path parameter), or
     /// `decode` (turned into `/` before normalising and routing). Default `reject`.
     pub escaped_slashes: EscapedSlashes,
+    /// `[server.compression]`: gzip and brotli responses, negotiated by `accept-encoding`.
+    /// Default: on, with the defaults of [`CompressionConfig`].
+    pub compression: CompressionConfig,
 }
 
 /// `server.accept_request_id`.
@@ -196,6 +201,7 @@ impl Default for ServerConfig {
             normalize_path: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -536,6 +542,14 @@ pub struct RouteConfig {
     /// Filters in the order they see the request.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
+    /// Whether this route's responses may be compressed (`[server.compression]`); `false` opts
+    /// the route out. Default true.
+    #[serde(default = "default_route_compression")]
+    pub compression: bool,
+}
+
+fn default_route_compression() -> bool {
+    true
 }
 
 /// A route's `handler = { plugin = "...", ... }`.
