@@ -33,6 +33,7 @@ pub mod bindings;
 pub mod body;
 pub mod canary;
 pub mod chain;
+pub mod compression;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::canary::Canary;
+use crate::compression::Compression;
 use crate::config::{
     Config, FailPolicy, FilterConfig, HandlerConfig, InstanceMode, PluginEntry, PluginsConfig,
     table_to_json,
@@ -99,6 +100,8 @@ pub struct RouteEntry {
     pub target: Target,
     /// Filters in request order.
     pub filters: Vec<RoutePlugin>,
+    /// Whether responses may be compressed (the route's `compression`).
+    pub compress: bool,
 }
 
 /// Everything a request needs, built whole from one config.
@@ -118,6 +121,8 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// Largest header block a plugin's outbound call may carry.
     pub max_header_bytes: usize,
+    /// Response compression (`[server.compression]`).
+    pub compression: Compression,
 }
 
 impl Runtime {
@@ -173,6 +178,7 @@ impl Runtime {
                     .iter()
                     .map(|f| RoutePlugin::filter(f, route.path.get_ref(), &config.plugins))
                     .collect(),
+                compress: route.compression,
             });
         }
         let mut runtime = Self {
@@ -183,6 +189,7 @@ impl Runtime {
             plugins,
             max_body_bytes: config.server.max_body_bytes,
             max_header_bytes: config.server.max_header_bytes,
+            compression: Compression::new(&config.server.compression),
         };
         if let Some(previous) = previous {
             runtime.keep_canaries(previous);

@@ -24,6 +24,7 @@ use crate::access::{self, AccessLog};
 use crate::admission::{Admission, ClientSlots};
 use crate::body::{self, Body, BodyFault};
 use crate::chain::{self, RequestInfo};
+use crate::compression::Uncompressed;
 use crate::config::{AcceptRequestId, ServerConfig};
 use crate::edge::{self, PathRules, Peer, TrustedProxies};
 use crate::error::{self, GatewayError};
@@ -271,6 +272,8 @@ pub async fn handle(
         route: None,
         bytes_in: bytes_in.clone().unwrap_or_default(),
     });
+    // The response is compressed on its way out; what that needs of the request is taken now.
+    let compression = runtime.compression.request_facts(&request);
     let span = tracing::info_span!(
         "tessera.request",
         http.request.method = %request.method(),
@@ -305,6 +308,8 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
+        // Compressed before it is logged, so the log counts the bytes that were sent.
+        let response = runtime.compression.apply(&compression, response);
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         observers
@@ -439,5 +444,9 @@ async fn route(
             None => capped,
         }
     });
-    Ok(chain::run(runtime, entry, request, &info).await)
+    let mut response = chain::run(runtime, entry, request, &info).await;
+    if !entry.compress {
+        response.extensions_mut().insert(Uncompressed);
+    }
+    Ok(response)
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
 mod boundary;
+mod compression;
 mod config;
 mod ecommerce;
 mod edge;

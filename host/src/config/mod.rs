@@ -4,6 +4,8 @@
 //! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
 //! relative to the file's directory. `validate` holds the checks that run after parsing.
 
+mod compression;
+mod secret;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use self::validate::Validator;
+pub use compression::{CompressionConfig, ContentCoding, MediaRange};
+pub use secret::{MAX_SECRET_FILE_BYTES, PluginConfig, Secret};
 
 /// A config that could not be loaded; the message names the file, key and line.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +157,9 @@ pub struct ServerConfig {
     /// `reject` (400), `keep` (forwarded as sent; never decoded into a path parameter), or
     /// `decode` (turned into `/` before normalising and routing). Default `reject`.
     pub escaped_slashes: EscapedSlashes,
+    /// `[server.compression]`: gzip and brotli responses, negotiated by `accept-encoding`.
+    /// Default: on, with the defaults of [`CompressionConfig`].
+    pub compression: CompressionConfig,
 }
 
 /// `server.accept_request_id`.
@@ -203,6 +210,7 @@ impl Default for ServerConfig {
             normalize_path: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -285,10 +293,10 @@ pub struct AdminConfig {
     /// Address of the admin listener. Default `127.0.0.1:8081`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
-    /// Bearer token every admin request must carry. The `TESSERA_ADMIN_TOKEN` environment
-    /// variable, when set, takes its place.
+    /// Bearer token every admin request must carry; may be a `${env:NAME}` or `${file:PATH}`
+    /// reference. The `TESSERA_ADMIN_TOKEN` environment variable, when set, takes its place.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Connections the admin listener serves at once; more are closed at once. It also applies
     /// `[server]`'s header limits and header read timeout. Default 64.
     #[serde(default = "default_admin_connections")]
@@ -312,7 +320,12 @@ impl AdminConfig {
         std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty())
-            .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
+            .or_else(|| {
+                self.token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned())
+                    .filter(|t| !t.is_empty())
+            })
     }
 }
 
@@ -609,6 +622,14 @@ pub struct RouteConfig {
     /// Filters in the order they see the request.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
+    /// Whether this route's responses may be compressed (`[server.compression]`); `false` opts
+    /// the route out. Default true.
+    #[serde(default = "default_route_compression")]
+    pub compression: bool,
+}
+
+fn default_route_compression() -> bool {
+    true
 }
 
 /// A route's `handler = { plugin = "...", ... }`.
@@ -617,9 +638,10 @@ pub struct RouteConfig {
 pub struct HandlerConfig {
     /// Plugin name.
     pub plugin: Spanned<String>,
-    /// Free-form config handed to the plugin as JSON.
+    /// Free-form config handed to the plugin as JSON; its strings may be `${env:NAME}` or
+    /// `${file:PATH}` references.
     #[serde(default)]
-    pub config: Option<toml::Table>,
+    pub config: Option<PluginConfig>,
     /// Upstreams the plugin may call by name.
     #[serde(default)]
     pub upstreams: Vec<Spanned<String>>,
@@ -667,9 +689,10 @@ fn default_canary_failure_rate() -> f64 {
 pub struct FilterConfig {
     /// Plugin name.
     pub plugin: Spanned<String>,
-    /// Free-form config handed to the plugin as JSON.
+    /// Free-form config handed to the plugin as JSON; its strings may be `${env:NAME}` or
+    /// `${file:PATH}` references.
     #[serde(default)]
-    pub config: Option<toml::Table>,
+    pub config: Option<PluginConfig>,
     /// Buffer bodies (up to `server.max_body_bytes`) so the filter can read and rewrite them.
     /// Default false: bodies stream past the filter.
     #[serde(default)]
@@ -701,8 +724,8 @@ pub struct FilterConfig {
 pub struct PluginEntry<'a> {
     /// Plugin name.
     pub plugin: &'a Spanned<String>,
-    /// Free-form config for the plugin.
-    pub config: Option<&'a toml::Table>,
+    /// Free-form config for the plugin, references resolved.
+    pub config: Option<&'a PluginConfig>,
     /// Upstreams the plugin may call.
     pub upstreams: &'a [Spanned<String>],
     /// Other hosts the plugin may call.
@@ -778,13 +801,32 @@ impl Config {
         Self::parse(&text, path, &base)
     }
 
-    /// Parses and validates config text; `path` is only used in messages.
+    /// Parses and validates config text; `path` is only used in messages. Secret references
+    /// (`${env:NAME}`, `${file:PATH}`) are resolved against the process environment and
+    /// `base_dir`.
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, path, base_dir, &|name| std::env::var_os(name))
+    }
+
+    /// Like [`Config::parse`], with `${env:NAME}` references looked up through `env`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.base_dir = base_dir.to_owned();
+        let resolver = secret::Resolver {
+            text,
+            path,
+            base_dir,
+            env,
+        };
+        secret::resolve_config(&mut config, &resolver)?;
         Validator { text, path }.check(&config)?;
         Ok(config)
     }
@@ -840,11 +882,12 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Plugin config tables become the JSON the plugin reads with `config::get`.
-pub fn table_to_json(table: Option<&toml::Table>) -> String {
+/// Plugin config tables (references resolved) become the JSON the plugin reads with
+/// `config::get`.
+pub fn table_to_json(table: Option<&PluginConfig>) -> String {
     match table {
         None => "{}".to_owned(),
-        Some(t) => serde_json::to_string(t).unwrap_or_else(|_| "{}".to_owned()),
+        Some(t) => serde_json::to_string(t.table()).unwrap_or_else(|_| "{}".to_owned()),
     }
 }
 

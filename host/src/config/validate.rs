@@ -51,6 +51,9 @@ impl Validator<'_> {
                 format!("the admin API needs a token: set admin.token or {ADMIN_TOKEN_ENV}"),
             );
         }
+        if let Err((key, message)) = config.server.compression.check() {
+            return self.err(usize::MAX, format!("server.compression.{key}"), message);
+        }
         if config.server.max_connections == 0 {
             return self.err(
                 usize::MAX,
