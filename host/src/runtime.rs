@@ -13,7 +13,7 @@ use crate::router::{Router, RouterBuilder};
 use crate::upstream::{Upstream, Upstreams};
 
 /// A plugin as one route uses it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RoutePlugin {
     /// Plugin name.
     pub plugin: String,
@@ -33,6 +33,20 @@ pub struct RoutePlugin {
     pub fail_open: bool,
     /// Idle instances, when the entry opted into reuse (`instances = "reuse"`).
     pub reuse: Option<Arc<ReusePool>>,
+}
+
+/// Leaves the config out: it may hold resolved secrets.
+impl std::fmt::Debug for RoutePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutePlugin")
+            .field("plugin", &self.plugin)
+            .field("upstreams", &self.upstreams)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("buffer_body", &self.buffer_body)
+            .field("limits", &self.limits)
+            .field("fail_open", &self.fail_open)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RoutePlugin {
