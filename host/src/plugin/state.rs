@@ -32,8 +32,8 @@ pub struct CallContext {
 }
 
 /// Leaves the config out: it may hold resolved secrets.
-impl std::fmt::Debug for CallContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallContext")
             .field("plugin", &self.plugin)
             .field("request_id", &self.request_id)
