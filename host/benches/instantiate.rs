@@ -31,6 +31,8 @@ fn call_context() -> CallContext {
         route: "/hello/{name}".into(),
         params: vec![("name".to_owned(), "bench".to_owned())].into(),
         outbound: Arc::new(OutboundContext {
+            plugin: "hello".into(),
+            metrics: Default::default(),
             request_id: "bench".into(),
             traceparent: Default::default(),
             granted: Vec::new().into(),

@@ -8,6 +8,7 @@
 //! | `POST /admin/reload` | reloads the config file |
 //! | `GET /admin/health` | liveness |
 //! | `GET /admin/ready` | config and plugins loaded |
+//! | `GET /metrics` | Prometheus metrics (unless `metrics.enabled = false`) |
 //!
 //! The listener serves TLS when `[admin.tls]` is set (handshake in the connection's task).
 //! It has the gateway listener's header limits and header read timeout, its own
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::body::{self, Body};
@@ -98,6 +100,79 @@ pub async fn serve(
     }
 }
 
+/// Serves `GET /metrics` alone, without a token, on `metrics.listen` until `shutdown` turns
+/// true. For scrapers on a private network; everything else is 404.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    live: Arc<Live>,
+    server: ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = crate::server::connection_builder(&server);
+    let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let live = Arc::clone(&live);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let response = match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => metrics_response(&live, &req),
+                (_, "/metrics") => method_not_allowed(&[Method::GET]),
+                _ => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "only /metrics is served here" }),
+                ),
+            };
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+}
+
+/// Connections the metrics listener serves at once.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// The Prometheus exposition, or 404 when metrics are off.
+fn metrics_response<B>(live: &Live, req: &Request<B>) -> Response<Body> {
+    if !live.config().metrics.enabled {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "metrics are off (metrics.enabled = false)" }),
+        );
+    }
+    let format = crate::metrics::Format::from_accept(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let text = live.metrics().render(&live.runtime(), format);
+    let mut response = Response::new(body::full(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(format.content_type()),
+    );
+    response
+}
+
 /// Compares in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -117,7 +192,7 @@ fn authorized(req: &Request<Body>, token: &str) -> bool {
 /// The methods each admin path answers, for 405 and `Allow`.
 fn allowed(path: &str) -> Option<&'static [Method]> {
     match path {
-        "/admin/health" | "/admin/ready" | "/admin/plugins" => Some(&[Method::GET]),
+        "/admin/health" | "/admin/ready" | "/admin/plugins" | "/metrics" => Some(&[Method::GET]),
         "/admin/reload" => Some(&[Method::POST]),
         p if p.starts_with("/admin/plugins/") => Some(&[Method::PUT, Method::DELETE]),
         _ => None,
@@ -161,6 +236,7 @@ async fn handle(live: &Live, token: &str, req: Request<Body>) -> Response<Body> 
         Some(_) => {}
     }
     match (method, path.as_str()) {
+        (Method::GET, "/metrics") => metrics_response(live, &req),
         (Method::GET, "/admin/health") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
         (Method::GET, "/admin/ready") => {
             let runtime = live.runtime();

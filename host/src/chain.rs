@@ -15,10 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 
+use crate::access::ServedBy;
 use crate::admission::Admission;
 use crate::bindings::{self, RequestAction};
 use crate::body::{self, Body, BodyFault, BodyFaultKind, CollectError};
 use crate::error::{self, GatewayError, PluginFailure};
+use crate::metrics::Phase;
 use crate::outbound::OutboundContext;
 use crate::plugin::CallLimits;
 use crate::plugin::{CallContext, PluginInstance};
@@ -26,6 +28,7 @@ use crate::records::{
     apply_request, apply_response, headers_to_plugin, request_to_plugin, response_from_plugin,
 };
 use crate::runtime::{RouteEntry, RoutePlugin, Runtime, Target};
+use crate::telemetry::TraceSpan;
 
 /// What the host imports need to know about the request, shared by every plugin call in it.
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct RequestInfo {
     pub params: Arc<[(String, String)]>,
     /// The request's trace context (the client's `traceparent`, or one the gateway started).
     pub traceparent: Arc<crate::ids::TraceContext>,
+    /// The request's span, when traces are on.
+    pub trace: Option<TraceSpan>,
     /// `server.max_request_body_bytes`.
     pub body_limit: u64,
     /// `server.body_read_timeout_ms`: longest pause between two pieces of the request body.
@@ -109,7 +114,7 @@ pub async fn run(
                 break;
             }
         };
-        match filter_request(&mut instance, filter, current, buffered).await {
+        match filter_request(&mut instance, filter, current, buffered, info).await {
             FilterOutcome::Continue(next) => {
                 request = Some(next);
                 entered.push((instance, filter));
@@ -142,7 +147,7 @@ pub async fn run(
     };
 
     while let Some((mut instance, filter)) = entered.pop() {
-        response = match filter_response(runtime, &mut instance, filter, response).await {
+        response = match filter_response(runtime, &mut instance, filter, response, info).await {
             Ok(r) => {
                 release(filter, instance);
                 r
@@ -177,6 +182,8 @@ async fn instantiate(
         route: Arc::clone(&route.pattern),
         params: Arc::clone(&info.params),
         outbound: Arc::new(OutboundContext {
+            plugin: Arc::from(name),
+            metrics: Arc::clone(runtime.engine.metrics()),
             request_id: Arc::clone(&info.request_id),
             traceparent: Arc::clone(&info.traceparent),
             granted: Arc::clone(&use_.upstreams),
@@ -230,10 +237,14 @@ async fn filter_request(
     filter: &RoutePlugin,
     request: Request<Body>,
     buffered: Option<Bytes>,
+    info: &RequestInfo,
 ) -> FilterOutcome {
     let (parts, body) = request.into_parts();
     let record = request_to_plugin(&parts, buffered.map(|b| b.to_vec()));
-    let action = match instance.on_request(record).await {
+    let span = instance.traced(info.trace.as_ref(), Phase::OnRequest);
+    let action = instance.on_request(record).await;
+    crate::plugin::end_span(span, action.as_ref().err());
+    let action = match action {
         Ok(a) => a,
         Err(e) => return FilterOutcome::Failed(e, Some(Request::from_parts(parts, body))),
     };
@@ -277,6 +288,7 @@ async fn filter_response(
     instance: &mut PluginInstance,
     filter: &RoutePlugin,
     response: Response<Body>,
+    info: &RequestInfo,
 ) -> Result<Response<Body>, (GatewayError, Option<Response<Body>>)> {
     let (parts, body) = response.into_parts();
     let (body, visible) = if filter.buffer_body {
@@ -305,7 +317,10 @@ async fn filter_response(
         headers: headers_to_plugin(&parts.headers),
         body: visible,
     };
-    let rewritten = match instance.on_response(record).await {
+    let span = instance.traced(info.trace.as_ref(), Phase::OnResponse);
+    let rewritten = instance.on_response(record).await;
+    crate::plugin::end_span(span, rewritten.as_ref().err());
+    let rewritten = match rewritten {
         Ok(r) => r,
         Err(e) => return Err((e, Some(Response::from_parts(parts, body)))),
     };
@@ -361,7 +376,14 @@ async fn target(
 ) -> Result<Response<Body>, GatewayError> {
     match &route.target {
         Target::Upstream(upstream) => {
-            crate::upstream::proxy(upstream, request, info.client, &info.request_id).await
+            crate::upstream::proxy(
+                upstream,
+                request,
+                info.client,
+                &info.request_id,
+                info.trace.as_ref(),
+            )
+            .await
         }
         Target::Handler(handler) => {
             // The body first: a slow client must not hold an instance while it sends.
@@ -369,10 +391,17 @@ async fn target(
             let bytes = read_request_body(body, runtime.max_body_bytes, info).await?;
             let mut instance = instantiate(runtime, route, handler, info).await?;
             let record = request_to_plugin(&parts, Some(bytes.to_vec()));
-            let response = instance.handle(record).await?;
-            let answer = check_output(&handler.limits, &response.headers, response.body.as_deref())
-                .and_then(|()| response_from_plugin(response))
-                .map_err(|e| invalid_output(&instance, e))?;
+            let span = instance.traced(info.trace.as_ref(), Phase::Handle);
+            let response = instance.handle(record).await;
+            crate::plugin::end_span(span, response.as_ref().err());
+            let response = response?;
+            let mut answer =
+                check_output(&handler.limits, &response.headers, response.body.as_deref())
+                    .and_then(|()| response_from_plugin(response))
+                    .map_err(|e| invalid_output(&instance, e))?;
+            answer
+                .extensions_mut()
+                .insert(ServedBy(Arc::clone(instance.plugin().label())));
             release(handler, instance);
             Ok(answer)
         }

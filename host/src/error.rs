@@ -221,6 +221,9 @@ pub fn into_response(err: &GatewayError, request_id: &str) -> Response<Body> {
     });
     let mut response = Response::new(body::full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
+    response
+        .extensions_mut()
+        .insert(crate::access::ErrorCode(code));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -128,6 +128,11 @@ impl TraceContext {
         }
     }
 
+    /// The trace id: 32 hex digits.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent().get(3..35).unwrap_or_default()
+    }
+
     /// The request's `traceparent`; the same for every call of the request.
     pub fn traceparent(&self) -> &str {
         match &self.incoming {

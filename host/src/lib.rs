@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 // Generated bindings the benches and fuzz targets reach into; the WIT is their documentation.
@@ -33,18 +34,21 @@ pub mod bindings;
 pub mod body;
 pub mod canary;
 pub mod chain;
+pub mod compression;
 pub mod config;
 pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod ids;
 pub mod live;
+pub mod metrics;
 pub mod outbound;
 pub mod plugin;
 pub mod records;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 
@@ -138,19 +142,46 @@ impl Gateway {
                 signal.clone(),
             ));
         }
+        let mut metrics_addr = None;
+        if let Some(listen) = config.metrics.listen {
+            let metrics_listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding metrics.listen {listen}"))?;
+            metrics_addr = Some(metrics_listener.local_addr()?);
+            tokio::spawn(admin::serve_metrics(
+                metrics_listener,
+                Arc::clone(&self.live),
+                config.server.clone(),
+                signal.clone(),
+            ));
+        }
+        let metrics = Arc::clone(self.live.metrics());
+        let access_config = config::AccessLogConfig {
+            path: config.access_log.path.as_deref().map(|p| config.resolve(p)),
+            ..config.access_log.clone()
+        };
+        let observers = server::Observers {
+            access: access::AccessLog::start(&access_config, Arc::clone(&metrics))?.map(Arc::new),
+            telemetry: telemetry::Telemetry::start(&config.telemetry)?,
+            metrics,
+        };
+        let telemetry = observers.telemetry.clone();
         let watcher = self.live.watch();
         let task = tokio::spawn(server::serve(
             server::Listener { tcp: listener, tls },
             plain,
             Arc::clone(&self.live),
             config.server.clone(),
+            observers,
             signal,
         ));
-        tracing::info!(%local_addr, tls = config.server.tls.is_some(), plain = ?plain_addr, admin = ?admin_addr, routes = self.live.runtime().routes.len(), "tessera listening");
+        tracing::info!(%local_addr, tls = config.server.tls.is_some(), plain = ?plain_addr, admin = ?admin_addr, metrics = ?metrics_addr, routes = self.live.runtime().routes.len(), "tessera listening");
         Ok(RunningGateway {
             local_addr,
             plain_addr,
             admin_addr,
+            metrics_addr,
+            telemetry,
             live: self.live,
             shutdown,
             task,
@@ -165,6 +196,8 @@ pub struct RunningGateway {
     local_addr: SocketAddr,
     plain_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    telemetry: Option<Arc<telemetry::Telemetry>>,
     live: Arc<Live>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -192,21 +225,35 @@ impl RunningGateway {
         &self.live
     }
 
+    /// The address of the token-less metrics listener (`metrics.listen`), when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Exports the traces finished so far, now (when traces are on).
+    pub async fn flush_traces(&self) {
+        if let Some(t) = self.telemetry.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.flush()).await;
+        }
+    }
+
     /// A handle that starts a graceful shutdown when sent `true`.
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace period), and returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         self.watcher.abort();
+        self.flush_traces().await;
     }
 
     /// Waits until the gateway stops (after a shutdown was requested through a handle).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
         self.watcher.abort();
+        self.flush_traces().await;
     }
 }

@@ -101,6 +101,7 @@ impl Live {
         )?;
         let engine = Arc::new(PluginEngine::new(&config.plugins)?);
         let runtime = Runtime::build(&config, Arc::clone(&engine), None).await?;
+        engine.metrics().set_enabled(config.metrics.enabled);
         Ok(Self {
             server_tls,
             admin_tls,
@@ -123,6 +124,11 @@ impl Live {
         self.config.load_full()
     }
 
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.engine.metrics()
+    }
+
     /// The certificates `server.listen` serves, when `[server.tls]` is configured.
     pub fn server_tls(&self) -> Option<&Arc<CertStore>> {
         self.server_tls.as_ref()
@@ -142,6 +148,7 @@ impl Live {
     pub async fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
         let _one = self.reloading.lock().await;
         let result = self.reload_config_locked().await;
+        self.engine.metrics().reload(result.is_err());
         self.reloads
             .record(result.as_ref().err().map(|e| crate::error::chain(e)));
         result
@@ -160,6 +167,15 @@ impl Live {
         if new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen) {
             tracing::warn!(
                 "admin.listen changed: the new address takes effect only after a restart"
+            );
+        }
+        if new.metrics.listen != old.metrics.listen
+            || new.access_log.format != old.access_log.format
+            || new.access_log.path != old.access_log.path
+            || new.telemetry != old.telemetry
+        {
+            tracing::warn!(
+                "metrics.listen, [access_log] or [telemetry] changed: they take effect only after a restart"
             );
         }
         if new.plugins.max_instances != old.plugins.max_instances
@@ -195,6 +211,7 @@ impl Live {
             .map_err(ReloadError::Refused)?;
         let changed = diff(&current, &runtime);
         self.runtime.store(Arc::new(runtime));
+        self.engine.metrics().set_enabled(new.metrics.enabled);
         self.config.store(Arc::new(new));
         for (store, files, set) in tls_changes.into_iter().flatten() {
             store.replace(files, set);
@@ -210,6 +227,7 @@ impl Live {
     pub async fn reload_plugins(&self) -> ReloadReport {
         let _one = self.reloading.lock().await;
         let report = self.reload_plugins_locked().await;
+        self.engine.metrics().reload(!report.refused.is_empty());
         self.reloads.record(report.refused.last().cloned());
         report
     }

@@ -29,7 +29,11 @@ use crate::body;
 use crate::error::GatewayError;
 use crate::headers::{self, Framing};
 use crate::ids::{self, REQUEST_ID, TRACEPARENT};
+use crate::metrics::Metrics;
+use crate::telemetry::TraceSpan;
 use crate::upstream::{self, Upstream, Upstreams};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// Per-request caps on a plugin's calls.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,8 @@ struct Prepared {
     destination: Destination,
     request: Request<body::Body>,
     timeout: Duration,
+    /// The call's `tessera.outbound` span, when traces are on.
+    span: Option<TraceSpan>,
 }
 
 enum Destination {
@@ -77,6 +83,10 @@ enum Destination {
 /// the ids every call carries.
 #[derive(Debug, Clone)]
 pub struct OutboundContext {
+    /// The calling plugin's name (for metrics).
+    pub plugin: Arc<str>,
+    /// Where calls are counted.
+    pub metrics: Arc<Metrics>,
     /// The request id, sent as `x-request-id`.
     pub request_id: Arc<str>,
     /// The request's W3C trace context; calls carry a child of it.
@@ -101,6 +111,8 @@ pub struct Outbound {
     call: Arc<OutboundContext>,
     calls: u32,
     in_flight: Arc<Semaphore>,
+    /// The span of the plugin call now running (traces on): calls made are its children.
+    pub parent: Option<TraceSpan>,
 }
 
 impl Outbound {
@@ -111,6 +123,7 @@ impl Outbound {
             call,
             calls: 0,
             in_flight: Arc::new(Semaphore::new(permits)),
+            parent: None,
         }
     }
 
@@ -161,8 +174,20 @@ impl Outbound {
         futures::future::join_all(runs).await
     }
 
-    /// Checks a call against the URL rules, the grants and the call cap.
+    /// Checks a call against the URL rules, the grants and the call cap. A refused call is
+    /// counted with upstream `-`: what it asked for is the plugin's to choose, and must not
+    /// become a label.
     fn prepare(&mut self, request: OutgoingRequest) -> Result<Prepared, HttpError> {
+        let prepared = self.check(request);
+        if let Err(e) = &prepared {
+            self.call
+                .metrics
+                .outbound_call(&self.call.plugin, "-", outcome(Err(e)));
+        }
+        prepared
+    }
+
+    fn check(&mut self, request: OutgoingRequest) -> Result<Prepared, HttpError> {
         if self.calls >= self.call.limits.max_calls {
             return Err(HttpError::LimitExceeded(format!(
                 "more than {} calls for one request",
@@ -174,7 +199,9 @@ impl Outbound {
         let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
         })?;
-        let mut builder = Request::builder().method(method).uri(path_and_query);
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path_and_query);
         let headers = builder
             .headers_mut()
             .ok_or_else(|| HttpError::InvalidRequest("malformed request".into()))?;
@@ -191,9 +218,26 @@ impl Outbound {
         if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
             headers.insert(REQUEST_ID, v);
         }
-        if let Ok(v) =
-            HeaderValue::from_str(&ids::child_traceparent(self.call.traceparent.traceparent()))
-        {
+        let span = self.parent.as_ref().map(|parent| {
+            let (address, port) = match &destination {
+                Destination::Upstream(u) => (u.name().to_owned(), None),
+                Destination::Direct(_, a) => (a.host().to_owned(), a.port_u16()),
+            };
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", crate::metrics::method_label(&method)),
+                KeyValue::new("url.full", request.url.clone()),
+                KeyValue::new("server.address", address),
+            ];
+            if let Some(port) = port {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+            parent.child("tessera.outbound", SpanKind::Client, attributes)
+        });
+        let traceparent = match &span {
+            Some(span) => span.traceparent(),
+            None => ids::child_traceparent(self.call.traceparent.traceparent()),
+        };
+        if let Ok(v) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT, v);
         }
         let body = request.body.map(Bytes::from).unwrap_or_default();
@@ -208,6 +252,7 @@ impl Outbound {
             destination,
             request: request_out,
             timeout,
+            span,
         })
     }
 
@@ -296,10 +341,50 @@ async fn execute(
     prepared: Prepared,
     _permit: OwnedSemaphorePermit,
 ) -> Result<bindings::Response, HttpError> {
+    let span = prepared.span.clone();
+    let name = match &prepared.destination {
+        Destination::Upstream(u) => u.name().to_owned(),
+        Destination::Direct(_, a) => a.as_str().to_owned(),
+    };
+    let result = exchange(call, prepared).await;
+    let outcome = outcome(result.as_ref().map(|_| ()));
+    call.metrics.outbound_call(&call.plugin, &name, outcome);
+    if let Some(span) = span {
+        match &result {
+            Ok(r) => span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(r.status),
+            )),
+            Err(_) => span.fail(outcome),
+        }
+        span.end();
+    }
+    result
+}
+
+/// A call's result as a metrics label.
+fn outcome(result: Result<(), &HttpError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(HttpError::Denied(_)) => "denied",
+        Err(HttpError::Timeout) => "timeout",
+        Err(HttpError::ConnectionFailed(_)) => "connection_failed",
+        Err(HttpError::LimitExceeded(_)) => "limit_exceeded",
+        Err(HttpError::InvalidRequest(_)) => "invalid_request",
+        Err(HttpError::BodyTooLarge) => "body_too_large",
+    }
+}
+
+/// Sends a checked call and reads its response within the call's timeout.
+async fn exchange(
+    call: &OutboundContext,
+    prepared: Prepared,
+) -> Result<bindings::Response, HttpError> {
     let Prepared {
         destination,
         request,
         timeout,
+        span: _,
     } = prepared;
     let started = tokio::time::Instant::now();
     let sent = match &destination {
@@ -363,6 +448,8 @@ mod tests {
 
     fn outbound(allow: &[&str]) -> Outbound {
         Outbound::new(Arc::new(OutboundContext {
+            plugin: "test".into(),
+            metrics: Default::default(),
             request_id: "test".into(),
             traceparent: Default::default(),
             granted: Vec::new().into(),

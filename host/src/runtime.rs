@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::canary::Canary;
+use crate::compression::Compression;
 use crate::config::{
     Config, FailPolicy, FilterConfig, HandlerConfig, InstanceMode, PluginEntry, PluginsConfig,
     table_to_json,
@@ -12,7 +13,7 @@ use crate::router::{Router, RouterBuilder};
 use crate::upstream::{Upstream, Upstreams};
 
 /// A plugin as one route uses it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RoutePlugin {
     /// Plugin name.
     pub plugin: String,
@@ -32,6 +33,20 @@ pub struct RoutePlugin {
     pub fail_open: bool,
     /// Idle instances, when the entry opted into reuse (`instances = "reuse"`).
     pub reuse: Option<Arc<ReusePool>>,
+}
+
+/// Leaves the config out: it may hold resolved secrets.
+impl std::fmt::Debug for RoutePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutePlugin")
+            .field("plugin", &self.plugin)
+            .field("upstreams", &self.upstreams)
+            .field("allow_hosts", &self.allow_hosts)
+            .field("buffer_body", &self.buffer_body)
+            .field("limits", &self.limits)
+            .field("fail_open", &self.fail_open)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RoutePlugin {
@@ -99,6 +114,8 @@ pub struct RouteEntry {
     pub target: Target,
     /// Filters in request order.
     pub filters: Vec<RoutePlugin>,
+    /// Whether responses may be compressed (the route's `compression`).
+    pub compress: bool,
 }
 
 /// Everything a request needs, built whole from one config.
@@ -118,6 +135,8 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// Largest header block a plugin's outbound call may carry.
     pub max_header_bytes: usize,
+    /// Response compression (`[server.compression]`).
+    pub compression: Compression,
 }
 
 impl Runtime {
@@ -128,7 +147,7 @@ impl Runtime {
         engine: Arc<PluginEngine>,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let upstreams = Arc::new(Upstreams::new(config)?);
+        let upstreams = Arc::new(Upstreams::new(config, engine.metrics())?);
         let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
         Self::assemble(config, engine, upstreams, plugins, previous)
     }
@@ -173,6 +192,7 @@ impl Runtime {
                     .iter()
                     .map(|f| RoutePlugin::filter(f, route.path.get_ref(), &config.plugins))
                     .collect(),
+                compress: route.compression,
             });
         }
         let mut runtime = Self {
@@ -183,6 +203,7 @@ impl Runtime {
             plugins,
             max_body_bytes: config.server.max_body_bytes,
             max_header_bytes: config.server.max_header_bytes,
+            compression: Compression::new(&config.server.compression),
         };
         if let Some(previous) = previous {
             runtime.keep_canaries(previous);

@@ -6,7 +6,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderValue;
 use http::{Request, Response};
@@ -18,16 +19,22 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, field};
 
+use opentelemetry::KeyValue;
+
+use crate::access::{self, AccessLog};
 use crate::admission::{Admission, ClientSlots};
 use crate::body::{self, Body, BodyFault};
 use crate::chain::{self, RequestInfo};
+use crate::compression::Uncompressed;
 use crate::config::{AcceptRequestId, ServerConfig};
 use crate::edge::{self, PathRules, Peer, TrustedProxies};
 use crate::error::{self, GatewayError};
 use crate::ids::{self, REQUEST_ID, TRACEPARENT};
 use crate::live::Live;
+use crate::metrics::{self, Metrics};
 use crate::router::RouteMiss;
 use crate::runtime::Runtime;
+use crate::telemetry::{Telemetry, TraceSpan};
 use crate::tls::TlsAcceptor;
 
 /// A bound listener and, for a TLS listener, the handshake its connections run first.
@@ -64,6 +71,7 @@ pub async fn serve(
     extra: Option<Listener>,
     live: Arc<Live>,
     settings: ServerConfig,
+    observers: Observers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder(&settings));
@@ -72,7 +80,11 @@ pub async fn serve(
     // Connections past the cap get one 503 each; this bounds how many get even that.
     let turned_away = Arc::new(Semaphore::new(settings.max_connections / 10 + 16));
     let requests = Arc::new(Semaphore::new(settings.max_requests));
-    let policy = Arc::new(EdgePolicy::new(&settings));
+    let metrics = Arc::clone(&observers.metrics);
+    let policy = Arc::new(EdgePolicy {
+        observers,
+        ..EdgePolicy::new(&settings)
+    });
     loop {
         let ((stream, client), from) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -95,6 +107,7 @@ pub async fn serve(
             }
             continue;
         };
+        let open = metrics.connection();
         let live = Arc::clone(&live);
         let requests = Arc::clone(&requests);
         let policy = Arc::clone(&policy);
@@ -132,7 +145,7 @@ pub async fn serve(
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, %client, "connection ended with an error");
                 }
-                drop(permit);
+                drop((permit, open));
             });
             continue;
         };
@@ -146,7 +159,7 @@ pub async fn serve(
                     tracing::debug!(error = %e, %client, "connection ended with an error");
                 }
             }
-            drop(permit);
+            drop((permit, open));
         });
     }
     drop(listener);
@@ -223,6 +236,19 @@ pub struct EdgePolicy {
     pub path: PathRules,
     /// `max_plugin_requests_per_client`, across connections.
     pub clients: Arc<ClientSlots>,
+    /// Metrics, access log and traces.
+    pub observers: Observers,
+}
+
+/// What watches requests go by: metrics always, the access log and traces when configured.
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    /// The gateway's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The access log, unless it is off.
+    pub access: Option<Arc<AccessLog>>,
+    /// The tracer, when traces are on.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 impl EdgePolicy {
@@ -236,6 +262,7 @@ impl EdgePolicy {
             accept_request_id: settings.accept_request_id,
             path: PathRules::from(settings),
             clients: Arc::new(ClientSlots::new(settings.max_plugin_requests_per_client)),
+            observers: Observers::default(),
         }
     }
 }
@@ -250,6 +277,7 @@ pub async fn handle(
     client: SocketAddr,
     secure: bool,
 ) -> Response<Body> {
+    let started = Instant::now();
     let peer = Peer::new(client, request.headers(), &policy.trusted);
     let accept_id = match policy.accept_request_id {
         AcceptRequestId::Always => true,
@@ -276,6 +304,38 @@ pub async fn handle(
             .entry("x-forwarded-proto")
             .or_insert(HeaderValue::from_static("https"));
     }
+    let observers = &policy.observers;
+    let method = request.method().clone();
+    let incoming = request
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    let trace = observers
+        .telemetry
+        .as_ref()
+        .map(|t| t.request(incoming, request_attributes(&request, &peer)));
+    // With traces on, the request's trace context is its span's, so ids line up everywhere.
+    let traceparent = Arc::new(match &trace {
+        Some(span) => ids::TraceContext::new(Some(&span.traceparent())),
+        None => ids::TraceContext::new(incoming),
+    });
+    let bytes_in = observers
+        .access
+        .as_ref()
+        .map(|_| Arc::new(AtomicU64::new(0)));
+    let pending = observers.access.as_ref().map(|_| access::Pending {
+        started,
+        time: SystemTime::now(),
+        request_id: Arc::clone(&request_id),
+        trace_id: traceparent.trace_id().to_owned(),
+        client: peer.client,
+        method: method.clone(),
+        path: request.uri().path().to_owned(),
+        route: None,
+        bytes_in: bytes_in.clone().unwrap_or_default(),
+    });
+    // The response is compressed on its way out; what that needs of the request is taken now.
+    let compression = runtime.compression.request_facts(&request);
     let span = tracing::info_span!(
         "tessera.request",
         http.request.method = %request.method(),
@@ -286,7 +346,23 @@ pub async fn handle(
     );
     async move {
         let admission = Admission::new(plugin_slots, Arc::clone(&policy.clients), peer.client);
-        let mut response = match route(runtime, policy, admission, request, peer, &request_id).await
+        let mut matched = None;
+        let observed = Observed {
+            request_id: Arc::clone(&request_id),
+            trace: trace.clone(),
+            traceparent,
+            bytes_in,
+        };
+        let mut response = match route(
+            runtime,
+            policy,
+            admission,
+            request,
+            peer,
+            observed,
+            &mut matched,
+        )
+        .await
         {
             Ok(r) => r,
             Err(e) => error::into_response(&e, &request_id),
@@ -294,11 +370,63 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }
-        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
-        response
+        // Compressed before it is logged, so the log counts the bytes that were sent.
+        let response = runtime.compression.apply(&compression, response);
+        let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        observers
+            .metrics
+            .request(matched.as_ref(), &method, status, started.elapsed());
+        if let Some(span) = trace {
+            span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if let Some(route) = &matched {
+                span.set(KeyValue::new("http.route", route.to_string()));
+            }
+            if status.is_server_error() {
+                span.fail(status.as_u16().to_string());
+            }
+            span.end();
+        }
+        match (&observers.access, pending) {
+            (Some(log), Some(mut pending)) => {
+                pending.route = matched;
+                access::log_response(log, pending, response)
+            }
+            _ => response,
+        }
     }
     .instrument(span)
     .await
+}
+
+/// What the observers need carried into the route.
+struct Observed {
+    request_id: Arc<str>,
+    trace: Option<TraceSpan>,
+    traceparent: Arc<ids::TraceContext>,
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+/// The request span's attributes (OpenTelemetry HTTP server conventions).
+fn request_attributes(request: &Request<Incoming>, peer: &Peer) -> Vec<KeyValue> {
+    let version = match request.version() {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    vec![
+        KeyValue::new(
+            "http.request.method",
+            metrics::method_label(request.method()),
+        ),
+        KeyValue::new("url.path", request.uri().path().to_owned()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("network.protocol.version", version),
+        KeyValue::new("client.address", peer.client.to_string()),
+    ]
 }
 
 /// Checks the request head, routes it and runs the route; errors before the route runs come
@@ -309,7 +437,8 @@ async fn route(
     admission: Admission,
     mut request: Request<Incoming>,
     peer: Peer,
-    request_id: &Arc<str>,
+    observed: Observed,
+    matched_route: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
     edge::check_head(&request)?;
     let path = edge::normalize_path(request.uri().path(), policy.path)?;
@@ -341,6 +470,7 @@ async fn route(
             runtime.routes.len()
         )));
     };
+    *matched_route = Some(Arc::clone(&entry.pattern));
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -351,17 +481,12 @@ async fn route(
             limit: usize::try_from(policy.max_body).unwrap_or(usize::MAX),
         });
     }
-    let traceparent = ids::TraceContext::new(
-        request
-            .headers()
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok()),
-    );
     let info = RequestInfo {
-        request_id: Arc::clone(request_id),
+        request_id: observed.request_id,
         client: peer.addr,
         params: matched.params.into(),
-        traceparent: Arc::new(traceparent),
+        traceparent: observed.traceparent,
+        trace: observed.trace,
         body_limit: policy.max_body,
         body_read_timeout: policy.body_read_timeout,
         body_buffer_timeout: policy.body_buffer_timeout,
@@ -375,7 +500,15 @@ async fn route(
             return body::boxed(b);
         }
         let timed = body::IdleTimeoutBody::new(body::boxed(b), idle).recording(Arc::clone(&fault));
-        body::boxed(body::CappedBody::new(body::boxed(timed), max_body, fault))
+        let capped = body::boxed(body::CappedBody::new(body::boxed(timed), max_body, fault));
+        match observed.bytes_in {
+            Some(count) => body::boxed(access::CountedBody::new(capped, count)),
+            None => capped,
+        }
     });
-    Ok(chain::run(runtime, entry, request, &info).await)
+    let mut response = chain::run(runtime, entry, request, &info).await;
+    if !entry.compress {
+        response.extensions_mut().insert(Uncompressed);
+    }
+    Ok(response)
 }

@@ -20,11 +20,16 @@ use hyper_util::rt::TokioExecutor;
 
 use anyhow::Context as _;
 
+use crate::access::ServedBy;
 use crate::body::{self, Body};
 use crate::config::{Config, UpstreamConfig};
 use crate::error::GatewayError;
 use crate::headers::strip_hop_by_hop;
+use crate::metrics::{Exchange, Metrics, TargetMetrics};
+use crate::telemetry::TraceSpan;
 use crate::tls::client::{self as tls_client, ClientTls};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// A pooled keep-alive client that speaks `http`, and `https` with its TLS settings.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -49,6 +54,9 @@ pub struct Upstream {
 #[derive(Debug)]
 struct Target {
     authority: http::uri::Authority,
+    /// `upstream/host:port`, what the access log names as having served a request.
+    served_by: Arc<str>,
+    metrics: TargetMetrics,
     consecutive_failures: AtomicU32,
     /// Milliseconds since the upstream's epoch until which the target is out of rotation.
     down_until_ms: AtomicU64,
@@ -58,12 +66,19 @@ impl Upstream {
     /// Builds the client for a config entry (its targets were checked when it was read);
     /// `base` resolves its CA and client certificate paths. Fails, naming the file, when a TLS
     /// file cannot be used.
-    pub fn new(name: &str, config: &UpstreamConfig, base: &Config) -> anyhow::Result<Self> {
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        base: &Config,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
         let targets = config
             .targets
             .iter()
             .map(|t| Target {
                 authority: t.get_ref().authority().clone(),
+                served_by: format!("{name}/{}", t.get_ref().authority()).into(),
+                metrics: metrics.target(name, t.get_ref().authority().as_str()),
                 consecutive_failures: AtomicU32::new(0),
                 down_until_ms: AtomicU64::new(0),
             })
@@ -113,6 +128,17 @@ impl Upstream {
     /// The upstream's name from config.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Each target (`host:port`) and whether it is in rotation now.
+    pub fn target_health(&self) -> impl Iterator<Item = (&str, bool)> {
+        let now = self.now_ms();
+        self.targets.iter().map(move |t| {
+            (
+                t.authority.as_str(),
+                t.down_until_ms.load(Ordering::Relaxed) <= now,
+            )
+        })
     }
 
     /// The configured time to wait for response headers.
@@ -173,6 +199,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Body>, GatewayError> {
         let target = self.pick();
+        let started = Instant::now();
         let result = send_to(
             &self.client,
             &self.name,
@@ -183,7 +210,17 @@ impl Upstream {
         )
         .await;
         self.record(target, result.is_ok());
-        result
+        let exchange = match &result {
+            Ok(_) => Exchange::Answered,
+            Err(GatewayError::UpstreamTimeout { .. }) => Exchange::TimedOut,
+            Err(_) => Exchange::ConnectFailed,
+        };
+        target.metrics.record(exchange, started.elapsed());
+        let mut response = result?;
+        response
+            .extensions_mut()
+            .insert(ServedBy(Arc::clone(&target.served_by)));
+        Ok(response)
     }
 }
 
@@ -286,11 +323,14 @@ impl Upstreams {
     /// Builds every upstream in the config, and the client for allowed hosts (which trusts
     /// `plugins.ca_file`, else the system's roots). Fails, naming the file, when a TLS file
     /// cannot be used.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, metrics: &Metrics) -> anyhow::Result<Self> {
         let by_name = config
             .upstreams
             .iter()
-            .map(|(name, u)| Ok((name.clone(), Arc::new(Upstream::new(name, u, config)?))))
+            .map(|(name, u)| {
+                let upstream = Upstream::new(name, u, config, metrics)?;
+                Ok((name.clone(), Arc::new(upstream)))
+            })
             .collect::<anyhow::Result<_>>()?;
         let ca_file = config.plugins.ca_file.as_deref().map(|p| config.resolve(p));
         let direct_tls = tls_client::client_config(&ClientTls {
@@ -307,6 +347,11 @@ impl Upstreams {
     /// The client for allowed hosts outside the configured upstreams.
     pub fn direct(&self) -> &UpstreamClient {
         &self.direct
+    }
+
+    /// Every upstream.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.by_name.values()
     }
 
     /// The upstream called `name`.
@@ -359,6 +404,7 @@ pub async fn proxy(
     mut request: Request<Body>,
     client: SocketAddr,
     request_id: &str,
+    trace: Option<&TraceSpan>,
 ) -> Result<Response<Body>, GatewayError> {
     // HTTP/2 clients name the host in `:authority`.
     let original_host = request.headers().get(header::HOST).cloned().or_else(|| {
@@ -372,6 +418,27 @@ pub async fn proxy(
     add_forwarded(headers, client, original_host);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(crate::ids::REQUEST_ID, v);
+    }
+    // With traces on, the upstream's parent is this call's span; otherwise the client's
+    // `traceparent` passes through as sent.
+    let span = trace.map(|parent| {
+        parent.child(
+            "tessera.outbound",
+            SpanKind::Client,
+            vec![
+                KeyValue::new(
+                    "http.request.method",
+                    crate::metrics::method_label(request.method()),
+                ),
+                KeyValue::new("server.address", upstream.name().to_owned()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+            ],
+        )
+    });
+    if let Some(span) = &span
+        && let Ok(v) = HeaderValue::from_str(&span.traceparent())
+    {
+        request.headers_mut().insert(crate::ids::TRACEPARENT, v);
     }
     let replayable = upstream.retries() > 0
         && idempotent(request.method())
@@ -387,9 +454,20 @@ pub async fn proxy(
                 attempts_left -= 1;
                 tracing::debug!(upstream = %upstream.name(), "connection failed; retrying an idempotent request");
             }
-            other => break other?,
+            other => break other,
         }
     };
+    if let Some(span) = span {
+        match &response {
+            Ok(r) => span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(r.status().as_u16()),
+            )),
+            Err(e) => span.fail(e.status().1),
+        }
+        span.end();
+    }
+    let response = response?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = body::boxed(body::IdleTimeoutBody::new(body, upstream.read_timeout()));

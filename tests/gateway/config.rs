@@ -61,3 +61,123 @@ async fn a_file_that_is_not_a_component_is_refused() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An admin API request with a bearer token.
+async fn admin_request(
+    gw: &tessera::RunningGateway,
+    method: http::Method,
+    path: &str,
+    token: &str,
+) -> Reply {
+    let addr = gw.admin_addr().expect("admin configured");
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let response = client().request(request).await.expect("admin answers");
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("admin body")
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn secrets_come_from_files_and_the_environment_and_follow_reloads() {
+    let dir = std::env::temp_dir().join(format!("tessera-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets").join("api-key"), "key-one\n").unwrap();
+    std::fs::write(dir.join("admin-token"), "admin-token-from-file\n").unwrap();
+    let path = dir.join("tessera.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"${{file:admin-token}}\"\n\
+             {}\n[[routes]]\npath = \"/secret\"\n\
+             handler = {{ plugin = \"test-handler\", config = {{ mode = \"config\", api_key = \"${{file:secrets/api-key}}\", search_path = \"${{env:PATH}}\", literal = \"$${{env:PATH}}\" }} }}\n",
+            plugins_section()
+        ),
+    )
+    .unwrap();
+    let gw = tessera::Gateway::from_file(&path)
+        .await
+        .expect("gateway builds")
+        .start()
+        .await
+        .expect("starts");
+
+    let reply = get(&gw, "/secret").await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["api_key"], "key-one");
+    assert_eq!(
+        seen["search_path"].as_str(),
+        std::env::var("PATH").ok().as_deref()
+    );
+    assert_eq!(seen["literal"], "${env:PATH}");
+
+    // The admin token came from its file (newline removed).
+    let health = admin_request(
+        &gw,
+        http::Method::GET,
+        "/admin/health",
+        "admin-token-from-file",
+    )
+    .await;
+    assert_eq!(health.status, http::StatusCode::OK, "{}", health.text());
+    let wrong = admin_request(
+        &gw,
+        http::Method::GET,
+        "/admin/health",
+        "${file:admin-token}",
+    )
+    .await;
+    assert_eq!(wrong.status, http::StatusCode::UNAUTHORIZED);
+
+    // A reload reads the file again.
+    std::fs::write(dir.join("secrets").join("api-key"), "key-two\r\n").unwrap();
+    let reload = admin_request(
+        &gw,
+        http::Method::POST,
+        "/admin/reload",
+        "admin-token-from-file",
+    )
+    .await;
+    assert_eq!(reload.status, http::StatusCode::OK, "{}", reload.text());
+    assert_eq!(get(&gw, "/secret").await.json()["api_key"], "key-two");
+
+    // A reload whose secret cannot be read is refused, naming the key and file, and the
+    // previous value keeps serving.
+    std::fs::remove_file(dir.join("secrets").join("api-key")).unwrap();
+    let reload = admin_request(
+        &gw,
+        http::Method::POST,
+        "/admin/reload",
+        "admin-token-from-file",
+    )
+    .await;
+    assert_eq!(
+        reload.status,
+        http::StatusCode::BAD_REQUEST,
+        "{}",
+        reload.text()
+    );
+    let message = reload.text();
+    assert!(
+        message.contains("routes[0].handler.config.api_key"),
+        "{message}"
+    );
+    assert!(message.contains("secrets/api-key"), "{message}");
+    assert_eq!(get(&gw, "/secret").await.json()["api_key"], "key-two");
+
+    gw.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,11 +1,13 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
 mod boundary;
+mod compression;
 mod config;
 mod ecommerce;
 mod edge;
 mod hardening;
 mod hostile;
+mod observability;
 mod orchestration;
 mod plugins;
 mod proxy;

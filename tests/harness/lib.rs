@@ -100,10 +100,16 @@ pub fn plugins_section() -> String {
     s
 }
 
-/// Parses a config written by a test.
+/// Parses a config written by a test. The access log is off unless the test configures one:
+/// its lines go to standard output, which the test runner does not capture.
 pub fn config(text: &str) -> Config {
     match Config::parse(text, Path::new("test.toml"), &workspace_root()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if !text.contains("[access_log]") {
+                c.access_log.format = tessera::config::AccessLogFormat::Off;
+            }
+            c
+        }
         Err(e) => panic!("test config is invalid: {e}\n{text}"),
     }
 }

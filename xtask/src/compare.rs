@@ -6,8 +6,10 @@
 //! hello component (when `wasmtime` and such a component are at hand), and tessera's proxy route,
 //! proxy + `headers` filter with fresh instances and with reuse, and the `hello` handler; then the
 //! order-details orchestration against a native aggregator, at 32 connections and at 1,000 with
-//! 100 ms services (`tessera-ecommerce-bench`). Ratios are what to read; absolute numbers vary
-//! with the machine's other load.
+//! 100 ms services (`tessera-ecommerce-bench`). A second table gives what metrics, traces, the
+//! access log and TLS cost on the proxy and filter routes (traces go to nginx standing in for a
+//! collector; the certificate is a fresh self-signed one from `openssl`). Ratios are what to
+//! read; absolute numbers vary with the machine's other load.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -181,8 +183,9 @@ pub fn run(
     let upstream_conf = nginx_conf(
         work,
         "upstream",
+        // `/v1/traces` stands in for an OTLP collector when traces are on.
         &format!(
-            "server {{ listen 127.0.0.1:{up_port}; location / {{ root {}; }} }}",
+            "server {{ listen 127.0.0.1:{up_port}; location / {{ root {}; }} location = /v1/traces {{ return 200; }} }}",
             work.join("www").display()
         ),
     )?;
@@ -211,21 +214,14 @@ pub fn run(
     }
     {
         let config = work.join("tessera.toml");
-        let plugin = |name: &str| plugins.join(format!("{name}.wasm")).display().to_string();
-        let filter =
-            "plugin = \"headers\", config = { response = { set = { x-served-by = \"tessera\" } } }";
+        // Like nginx here, no access log; metrics as by default.
         std::fs::write(
             &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{tessera_port}\"\n\
-                 [plugins.files]\nheaders = {:?}\nhello = {:?}\n\
-                 [upstreams.nginx]\ntargets = [\"127.0.0.1:{up_port}\"]\nmax_idle_per_target = 64\n\
-                 [[routes]]\npath = \"/proxy/{{*rest}}\"\nupstream = \"nginx\"\n\
-                 [[routes]]\npath = \"/filter/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter} }}]\n\
-                 [[routes]]\npath = \"/reuse/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter}, instances = \"reuse\" }}]\n\
-                 [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n",
-                plugin("tessera_plugin_headers"),
-                plugin("tessera_example_hello"),
+            tessera_config(
+                plugins,
+                tessera_port,
+                up_port,
+                "[access_log]\nformat = \"off\"\n",
             ),
         )?;
         // The upstream sees /proxy/1k etc.; give nginx those paths too.
@@ -327,7 +323,126 @@ pub fn run(
     println!(
         "\ncommand: cargo xtask bench --compare ({seconds} s per target; wrk targets on core 0, nginx upstream and wrk on core 1; the order-details rows run gateway, native aggregator, services and load in one process on both cores)"
     );
+    overheads(tessera, plugins, work, seconds, up_port, tessera_port)
+}
+
+/// What metrics, traces, the access log and TLS cost: the proxy route and the proxy + filter
+/// route under each setting, against the same routes with all of them off.
+fn overheads(
+    tessera: &Path,
+    plugins: &Path,
+    work: &Path,
+    seconds: u32,
+    up_port: u16,
+    port: u16,
+) -> anyhow::Result<()> {
+    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+    let openssl = which("openssl").context("openssl is needed for the TLS row")?;
+    let made = Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    if !made.status.success() {
+        bail!(
+            "openssl could not make a certificate: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let off = "[metrics]\nenabled = false\n[access_log]\nformat = \"off\"\n";
+    let metrics = "[access_log]\nformat = \"off\"\n";
+    let traces = format!(
+        "[access_log]\nformat = \"off\"\n[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:{up_port}/v1/traces\"\n"
+    );
+    let everything = format!(
+        "[access_log]\npath = {:?}\n[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:{up_port}/v1/traces\"\n",
+        work.join("access.log").display().to_string()
+    );
+    let tls = format!(
+        "[access_log]\nformat = \"off\"\n[[server.tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let settings: [(&str, &str, &str); 5] = [
+        ("all off", off, "http"),
+        ("metrics (default)", metrics, "http"),
+        ("metrics + traces (all sampled)", &traces, "http"),
+        ("metrics + traces + JSON access log", &everything, "http"),
+        ("TLS (metrics on)", &tls, "https"),
+    ];
+    let mut rows: Vec<(String, &str, Measured)> = Vec::new();
+    for (setting, extra, scheme) in settings {
+        let config = work.join("overhead.toml");
+        std::fs::write(&config, tessera_config(plugins, port, up_port, extra))?;
+        let mut cmd = pinned(0, tessera);
+        cmd.arg("run").arg(&config).env("RUST_LOG", "warn");
+        let _gateway = start(cmd, port)?;
+        let routes: &[&str] = if scheme == "https" {
+            &["proxy"]
+        } else {
+            &["proxy", "filter"]
+        };
+        for route in routes {
+            let m = wrk(
+                &format!("{route}, {setting}"),
+                &format!("{scheme}://127.0.0.1:{port}/{route}/1k"),
+                seconds,
+            )?;
+            rows.push((route.to_string(), setting, m));
+        }
+    }
+    println!("\n| route, setting | req/s | p99 | errors | ratio |");
+    println!("|---|---|---|---|---|");
+    for (route, setting, m) in &rows {
+        let base = if setting.starts_with("TLS") {
+            "metrics (default)"
+        } else {
+            "all off"
+        };
+        let baseline = rows
+            .iter()
+            .find(|(r, s, _)| r == route && *s == base)
+            .map(|(_, _, b)| b.rps);
+        let ratio = match baseline {
+            Some(b) if *setting != base => format!("{:.3}× {route}, {base}", m.rps / b),
+            _ => "—".to_owned(),
+        };
+        println!(
+            "| {} | {:.0} | {:.2} ms | {} | {ratio} |",
+            m.name, m.rps, m.p99_ms, m.errors
+        );
+    }
     Ok(())
+}
+
+/// The gateway config of the wrk rows, with `extra` sections.
+fn tessera_config(plugins: &Path, port: u16, up_port: u16, extra: &str) -> String {
+    let plugin = |name: &str| plugins.join(format!("{name}.wasm")).display().to_string();
+    let filter =
+        "plugin = \"headers\", config = { response = { set = { x-served-by = \"tessera\" } } }";
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\
+         [plugins.files]\nheaders = {:?}\nhello = {:?}\n\
+         [upstreams.nginx]\ntargets = [\"127.0.0.1:{up_port}\"]\nmax_idle_per_target = 64\n\
+         [[routes]]\npath = \"/proxy/{{*rest}}\"\nupstream = \"nginx\"\n\
+         [[routes]]\npath = \"/filter/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter} }}]\n\
+         [[routes]]\npath = \"/reuse/{{*rest}}\"\nupstream = \"nginx\"\nfilters = [{{ {filter}, instances = \"reuse\" }}]\n\
+         [[routes]]\npath = \"/hello/{{name}}\"\nhandler = {{ plugin = \"hello\" }}\n",
+        plugin("tessera_plugin_headers"),
+        plugin("tessera_example_hello"),
+    )
 }
 
 /// Runs `tessera-ecommerce-bench` and reads its two rows (gateway, native).

@@ -84,6 +84,51 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     run(cmd)
 }
 
+/// Tools the tests run, by the Debian package that provides them.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    // Prometheus' own parser checks the metrics exposition.
+    ("promtool", "prometheus"),
+];
+
+/// Installs the Debian packages of `tools` that are missing, with apt-get (as root, or through
+/// sudo). Fails, naming the command, where that is not possible: a test that needs a tool is
+/// never skipped.
+fn ensure_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let install = format!("apt-get install -y {}", missing.join(" "));
+    run(apt(&["update", "-q"])).with_context(|| format!("the tests need: {install}"))?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    run(apt(&args)).with_context(|| format!("the tests need: {install}"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+}
+
 /// Builds every plugin once and returns the directory of the `.wasm` files.
 fn build_plugins(profile: Profile) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
@@ -140,6 +185,7 @@ fn ensure_components() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     ensure_components()?;
+    ensure_tools(TEST_TOOLS)?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;

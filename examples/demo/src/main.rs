@@ -75,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
             "  curl -s -H \"Authorization: Bearer $TESSERA_ADMIN_TOKEN\" http://{admin}/admin/plugins"
         );
         println!("  cargo run -q -p tessera -- plugin list --admin http://{admin}");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TESSERA_ADMIN_TOKEN\" http://{admin}/metrics   # Prometheus metrics"
+        );
     }
     println!("Ctrl-C stops it.");
     let stop = gateway.shutdown_handle();

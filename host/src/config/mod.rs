@@ -4,6 +4,8 @@
 //! the file has one, the line. [`Config::load`] reads and validates a file; paths inside it are
 //! relative to the file's directory. `validate` holds the checks that run after parsing.
 
+mod compression;
+mod secret;
 mod tls;
 mod validate;
 
@@ -16,6 +18,8 @@ use toml::Spanned;
 
 pub use self::tls::{CertificateConfig, ListenerTlsConfig, TlsVersion};
 use self::validate::Validator;
+pub use compression::{CompressionConfig, ContentCoding, MediaRange};
+pub use secret::{MAX_SECRET_FILE_BYTES, PluginConfig, Secret};
 
 /// A config that could not be loaded; the message names the file, key and line.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,15 @@ pub struct Config {
     /// Routes, matched by method and path.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The directory relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -149,6 +162,9 @@ pub struct ServerConfig {
     /// `[server.tls]`: serve TLS on `listen` with these certificates. Default: none
     /// (cleartext).
     pub tls: Option<ListenerTlsConfig>,
+    /// `[server.compression]`: gzip and brotli responses, negotiated by `accept-encoding`.
+    /// Default: on, with the defaults of [`CompressionConfig`].
+    pub compression: CompressionConfig,
 }
 
 /// `server.accept_request_id`.
@@ -200,6 +216,78 @@ impl Default for ServerConfig {
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
             tls: None,
+            compression: CompressionConfig::default(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on the admin listener (with the admin token). Default true.
+    pub enabled: bool,
+    /// An address of its own where `GET /metrics` is served without a token, for scrapers on a
+    /// private network. Default: none.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `json` (one object per line), `text`, or `off`. Default `json`.
+    pub format: AccessLogFormat,
+    /// A file the lines are appended to (relative to the config file). Default: standard output.
+    pub path: Option<PathBuf>,
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// One human-readable line.
+    Text,
+    /// No access log.
+    Off,
+}
+
+/// `[telemetry]`: OpenTelemetry traces exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Export traces. Default false. `OTEL_SDK_DISABLED=true` turns it off regardless.
+    pub enabled: bool,
+    /// The OTLP/HTTP traces URL, e.g. `http://collector:4318/v1/traces`. Default:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`,
+    /// else `http://localhost:4318/v1/traces`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME`, else `tessera`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded (0.0 to 1.0); a request that arrives with a `traceparent`
+    /// follows its sampled flag. Default 1.0.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: None,
+            service_name: None,
+            sample_ratio: 1.0,
         }
     }
 }
@@ -211,10 +299,10 @@ pub struct AdminConfig {
     /// Address of the admin listener. Default `127.0.0.1:8081`.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
-    /// Bearer token every admin request must carry. The `TESSERA_ADMIN_TOKEN` environment
-    /// variable, when set, takes its place.
+    /// Bearer token every admin request must carry; may be a `${env:NAME}` or `${file:PATH}`
+    /// reference. The `TESSERA_ADMIN_TOKEN` environment variable, when set, takes its place.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Connections the admin listener serves at once; more are closed at once. It also applies
     /// `[server]`'s header limits and header read timeout. Default 64.
     #[serde(default = "default_admin_connections")]
@@ -242,7 +330,12 @@ impl AdminConfig {
         std::env::var(ADMIN_TOKEN_ENV)
             .ok()
             .filter(|t| !t.is_empty())
-            .or_else(|| self.token.clone().filter(|t| !t.is_empty()))
+            .or_else(|| {
+                self.token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned())
+                    .filter(|t| !t.is_empty())
+            })
     }
 }
 
@@ -561,6 +654,14 @@ pub struct RouteConfig {
     /// Filters in the order they see the request.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
+    /// Whether this route's responses may be compressed (`[server.compression]`); `false` opts
+    /// the route out. Default true.
+    #[serde(default = "default_route_compression")]
+    pub compression: bool,
+}
+
+fn default_route_compression() -> bool {
+    true
 }
 
 /// A route's `handler = { plugin = "...", ... }`.
@@ -569,9 +670,10 @@ pub struct RouteConfig {
 pub struct HandlerConfig {
     /// Plugin name.
     pub plugin: Spanned<String>,
-    /// Free-form config handed to the plugin as JSON.
+    /// Free-form config handed to the plugin as JSON; its strings may be `${env:NAME}` or
+    /// `${file:PATH}` references.
     #[serde(default)]
-    pub config: Option<toml::Table>,
+    pub config: Option<PluginConfig>,
     /// Upstreams the plugin may call by name.
     #[serde(default)]
     pub upstreams: Vec<Spanned<String>>,
@@ -619,9 +721,10 @@ fn default_canary_failure_rate() -> f64 {
 pub struct FilterConfig {
     /// Plugin name.
     pub plugin: Spanned<String>,
-    /// Free-form config handed to the plugin as JSON.
+    /// Free-form config handed to the plugin as JSON; its strings may be `${env:NAME}` or
+    /// `${file:PATH}` references.
     #[serde(default)]
-    pub config: Option<toml::Table>,
+    pub config: Option<PluginConfig>,
     /// Buffer bodies (up to `server.max_body_bytes`) so the filter can read and rewrite them.
     /// Default false: bodies stream past the filter.
     #[serde(default)]
@@ -653,8 +756,8 @@ pub struct FilterConfig {
 pub struct PluginEntry<'a> {
     /// Plugin name.
     pub plugin: &'a Spanned<String>,
-    /// Free-form config for the plugin.
-    pub config: Option<&'a toml::Table>,
+    /// Free-form config for the plugin, references resolved.
+    pub config: Option<&'a PluginConfig>,
     /// Upstreams the plugin may call.
     pub upstreams: &'a [Spanned<String>],
     /// Other hosts the plugin may call.
@@ -730,13 +833,32 @@ impl Config {
         Self::parse(&text, path, &base)
     }
 
-    /// Parses and validates config text; `path` is only used in messages.
+    /// Parses and validates config text; `path` is only used in messages. Secret references
+    /// (`${env:NAME}`, `${file:PATH}`) are resolved against the process environment and
+    /// `base_dir`.
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, path, base_dir, &|name| std::env::var_os(name))
+    }
+
+    /// Like [`Config::parse`], with `${env:NAME}` references looked up through `env`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.base_dir = base_dir.to_owned();
+        let resolver = secret::Resolver {
+            text,
+            path,
+            base_dir,
+            env,
+        };
+        secret::resolve_config(&mut config, &resolver)?;
         Validator { text, path }.check(&config)?;
         Ok(config)
     }
@@ -792,11 +914,12 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Plugin config tables become the JSON the plugin reads with `config::get`.
-pub fn table_to_json(table: Option<&toml::Table>) -> String {
+/// Plugin config tables (references resolved) become the JSON the plugin reads with
+/// `config::get`.
+pub fn table_to_json(table: Option<&PluginConfig>) -> String {
     match table {
         None => "{}".to_owned(),
-        Some(t) => serde_json::to_string(t).unwrap_or_else(|_| "{}".to_owned()),
+        Some(t) => serde_json::to_string(t.table()).unwrap_or_else(|_| "{}".to_owned()),
     }
 }
 

@@ -52,6 +52,9 @@ impl Validator<'_> {
                 format!("the admin API needs a token: set admin.token or {ADMIN_TOKEN_ENV}"),
             );
         }
+        if let Err((key, message)) = config.server.compression.check() {
+            return self.err(usize::MAX, format!("server.compression.{key}"), message);
+        }
         if config.server.max_connections == 0 {
             return self.err(
                 usize::MAX,
@@ -95,6 +98,30 @@ impl Validator<'_> {
                 usize::MAX,
                 "admin.max_connections".into(),
                 "must be at least 1",
+            );
+        }
+        let ratio = config.telemetry.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return self.err(
+                usize::MAX,
+                "telemetry.sample_ratio".into(),
+                format!("must be between 0.0 and 1.0 (got {ratio})"),
+            );
+        }
+        if let Some(endpoint) = &config.telemetry.endpoint
+            && !matches!(
+                endpoint
+                    .parse::<http::Uri>()
+                    .ok()
+                    .as_ref()
+                    .and_then(http::Uri::scheme_str),
+                Some("http" | "https")
+            )
+        {
+            return self.err(
+                usize::MAX,
+                "telemetry.endpoint".into(),
+                format!("`{endpoint}` is not an http:// or https:// URL"),
             );
         }
         if config.plugins.max_instances == 0 {

@@ -23,6 +23,7 @@ use super::registry::{LoadError, LoadedPlugin};
 use super::state::{CallContext, LogBudget, PluginLimiter, PluginOutput, PluginState};
 use crate::bindings::{self, request_filter, request_handler};
 use crate::config::{PluginLimits, PluginsConfig};
+use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundLimits};
 
 /// The limits one plugin call runs under: `[plugins.limits]` with the route entry's overrides.
@@ -161,6 +162,7 @@ pub struct PluginEngine {
     linker: Linker<PluginState>,
     limits: PluginLimits,
     slots: InstanceSlots,
+    metrics: Arc<Metrics>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -237,6 +239,7 @@ impl PluginEngine {
             linker,
             limits,
             slots: InstanceSlots::new(config),
+            metrics: Arc::new(Metrics::new()),
             ticker_stop,
         })
     }
@@ -244,6 +247,11 @@ impl PluginEngine {
     /// Admission to the instance pool, and its gauges.
     pub fn slots(&self) -> &InstanceSlots {
         &self.slots
+    }
+
+    /// The gateway's metrics (one set per engine, so per gateway).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The underlying engine.
@@ -291,6 +299,7 @@ impl PluginEngine {
         Ok(LoadedPlugin {
             name: name.to_owned(),
             label: format!("{name}@{version}").into(),
+            metrics: self.metrics.plugin(name, &version),
             version,
             digest: digest.into(),
             loaded_at: SystemTime::now(),

@@ -13,6 +13,10 @@ use super::registry::LoadedPlugin;
 use super::state::{CallContext, PluginState};
 use crate::bindings::{self, RequestAction, request_filter, request_handler};
 use crate::error::{GatewayError, PluginFailure};
+use crate::metrics::Phase;
+use crate::telemetry::TraceSpan;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// One plugin instance serving one request. A filter's instance lives from its on-request to its
 /// on-response, so a filter may carry state between the two phases of the same request.
@@ -71,9 +75,13 @@ impl PluginInstance {
         let mut store = engine.store(Arc::new(call), limits);
         let timeout = limits.timeout;
         arm_deadline(&mut store, timeout);
+        let started = Instant::now();
         let instance =
             match tokio::time::timeout(timeout, plugin.pre.instantiate_async(&mut store)).await {
-                Ok(Ok(instance)) => instance,
+                Ok(Ok(instance)) => {
+                    plugin.metrics.instantiated(started.elapsed());
+                    instance
+                }
                 Ok(Err(e)) => {
                     let kind = if is_pool_exhausted(&e) {
                         PluginFailure::Overloaded
@@ -150,6 +158,28 @@ impl PluginInstance {
         &self.plugin
     }
 
+    /// Starts the span of the next call under the request's span (when traces are on); the
+    /// plugin's outbound calls during it are its children.
+    pub fn traced(&mut self, request: Option<&TraceSpan>, phase: Phase) -> Option<TraceSpan> {
+        let span = request.map(|parent| {
+            let name = match phase {
+                Phase::OnRequest => "tessera.plugin.on_request",
+                Phase::OnResponse => "tessera.plugin.on_response",
+                Phase::Handle => "tessera.plugin.handle",
+            };
+            parent.child(
+                name,
+                SpanKind::Internal,
+                vec![
+                    KeyValue::new("tessera.plugin.name", self.plugin.name().to_owned()),
+                    KeyValue::new("tessera.plugin.version", self.plugin.version().to_owned()),
+                ],
+            )
+        });
+        self.store.data_mut().outbound.parent = span.clone();
+        span
+    }
+
     /// Calls the filter's `on-request`.
     pub async fn on_request(
         &mut self,
@@ -157,12 +187,13 @@ impl PluginInstance {
     ) -> Result<RequestAction, GatewayError> {
         let guest = self.filter_guest()?;
         arm_deadline(&mut self.store, self.timeout);
+        let started = Instant::now();
         let result = tokio::time::timeout(
             self.timeout,
             guest.call_on_request(&mut self.store, &request),
         )
         .await;
-        self.finish(result, "on-request")
+        self.finish(result, Phase::OnRequest, started)
     }
 
     /// Calls the filter's `on-response`.
@@ -172,12 +203,13 @@ impl PluginInstance {
     ) -> Result<bindings::Response, GatewayError> {
         let guest = self.filter_guest()?;
         arm_deadline(&mut self.store, self.timeout);
+        let started = Instant::now();
         let result = tokio::time::timeout(
             self.timeout,
             guest.call_on_response(&mut self.store, &response),
         )
         .await;
-        self.finish(result, "on-response")
+        self.finish(result, Phase::OnResponse, started)
     }
 
     /// Calls the handler's `handle`.
@@ -201,9 +233,10 @@ impl PluginInstance {
             }
         };
         arm_deadline(&mut self.store, self.timeout);
+        let started = Instant::now();
         let result =
             tokio::time::timeout(self.timeout, guest.call_handle(&mut self.store, &request)).await;
-        self.finish(result, "handle")
+        self.finish(result, Phase::Handle, started)
     }
 
     /// The filter's exports, looked up (and type-checked) once per instance: a filter calls
@@ -235,11 +268,18 @@ impl PluginInstance {
     fn finish<R>(
         &mut self,
         result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
-        export: &str,
+        phase: Phase,
+        started: Instant,
     ) -> Result<R, GatewayError> {
+        self.plugin.metrics.call(phase, started.elapsed());
         if !matches!(result, Ok(Ok(_))) {
             self.failed = true;
         }
+        let export = match phase {
+            Phase::OnRequest => "on-request",
+            Phase::OnResponse => "on-response",
+            Phase::Handle => "handle",
+        };
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
@@ -248,13 +288,20 @@ impl PluginInstance {
                     _ => PluginFailure::Trap,
                 };
                 let mut e = anyhow::Error::from(e).context(format!("{export} trapped"));
-                if self.store.data().limiter.memory_denied {
+                let memory = self.store.data().limiter.memory_denied;
+                if memory {
                     e = e.context(format!(
                         "the plugin's memory limit ({} bytes) was reached",
                         self.store.data().limiter.max_memory
                     ));
                 }
-                Err(failure(&self.plugin, kind, e))
+                self.plugin.metrics.failed(kind, memory);
+                self.plugin.errors.fetch_add(1, Ordering::Relaxed);
+                Err(GatewayError::Plugin {
+                    plugin: self.plugin.label().to_string(),
+                    kind,
+                    source: e,
+                })
             }
             Err(_) => Err(failure(
                 &self.plugin,
@@ -288,6 +335,7 @@ fn is_pool_exhausted(e: &wasmtime::Error) -> bool {
 
 fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
     plugin.errors.fetch_add(1, Ordering::Relaxed);
+    plugin.metrics.failed(kind, false);
     GatewayError::Plugin {
         plugin: plugin.label().to_string(),
         kind,

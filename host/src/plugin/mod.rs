@@ -35,3 +35,16 @@ pub use instance::PluginInstance;
 pub use registry::{LoadError, LoadedPlugin, PluginRegistry};
 pub use reuse::ReusePool;
 pub use state::{CallContext, PluginState};
+
+/// Ends a plugin call's span, marked failed with the error's code when the call failed.
+pub fn end_span(
+    span: Option<crate::telemetry::TraceSpan>,
+    error: Option<&crate::error::GatewayError>,
+) {
+    if let Some(span) = span {
+        if let Some(e) = error {
+            span.fail(e.status().1);
+        }
+        span.end();
+    }
+}

@@ -93,6 +93,7 @@ pub struct LoadedPlugin {
     pub(super) loaded_at: SystemTime,
     pub(super) requests: std::sync::atomic::AtomicU64,
     pub(super) errors: std::sync::atomic::AtomicU64,
+    pub(super) metrics: crate::metrics::PluginMetrics,
     pub(super) pre: InstancePre<PluginState>,
     pub(super) filter: Option<request_filter::GuestIndices>,
     pub(super) handler: Option<request_handler::GuestIndices>,
@@ -133,6 +134,8 @@ impl LoadedPlugin {
     /// Counts a failure found outside the call (e.g. output the gateway refused).
     pub fn count_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .failed(crate::error::PluginFailure::InvalidOutput, false);
     }
 
     /// Calls into this version so far (one per instance: a filter's two phases count once).

@@ -16,7 +16,6 @@ use super::engine::CallLimits;
 use crate::outbound::{Outbound, OutboundContext};
 
 /// What the host imports know about the request a plugin instance serves.
-#[derive(Debug)]
 pub struct CallContext {
     /// `name@version`, for logs.
     pub plugin: Arc<str>,
@@ -30,6 +29,17 @@ pub struct CallContext {
     pub params: Arc<[(String, String)]>,
     /// What the plugin's outbound calls may do.
     pub outbound: Arc<OutboundContext>,
+}
+
+/// Leaves the config out: it may hold resolved secrets.
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("plugin", &self.plugin)
+            .field("request_id", &self.request_id)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The log budget of the request an instance serves now; a reused instance gets a new one per

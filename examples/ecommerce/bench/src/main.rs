@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
     let services = tessera_ecommerce_services::start_all(latency).await?;
     let plugin = plugins.join("tessera_example_order_details.wasm");
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[plugins.files]\norder-details = {:?}\n{}\
+        // No access log: the native aggregator writes none either.
+        "[server]\nlisten = \"127.0.0.1:0\"\n[access_log]\nformat = \"off\"\n[plugins.files]\norder-details = {:?}\n{}\
          [[routes]]\npath = \"/api/orders/{{id}}\"\nhandler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n",
         plugin.display().to_string(),
         // The native aggregator's client keeps every idle connection; give the gateway's

@@ -7,6 +7,8 @@
 //! - `chain`: GETs `urls[0]`, then GETs `urls[1]` followed by the first response's body;
 //! - `bad-header`: answers with a header value holding CR LF;
 //! - `print`: writes to stdout and stderr, then answers;
+//! - `config`: answers its route config as JSON, exactly as the host handed it over (other keys
+//!   are allowed in this mode);
 //! - `counter`: counts the requests this instance served (a global in guest memory) and answers
 //!   the count; with `panic_at`, panics when the count reaches it.
 
@@ -47,6 +49,10 @@ pub struct TestHandler;
 
 impl Handler for TestHandler {
     fn handle(request: Request) -> Result<Response, Error> {
+        let raw: serde_json::Value = tessera_sdk::config()?;
+        if raw["mode"] == "config" {
+            return Ok(Response::json(200, &raw));
+        }
         let config: Config = tessera_sdk::config()?;
         match config.mode.as_str() {
             "panic" => panic!("test-handler asked to panic"),
