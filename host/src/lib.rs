@@ -38,6 +38,7 @@ pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod ids;
+pub mod kv;
 pub mod live;
 pub mod metrics;
 pub mod outbound;

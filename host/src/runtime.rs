@@ -22,6 +22,8 @@ pub struct RoutePlugin {
     pub upstreams: Arc<[String]>,
     /// Other hosts it may call.
     pub allow_hosts: Arc<[String]>,
+    /// Key-value buckets it may open.
+    pub buckets: Arc<[String]>,
     /// Whether bodies are buffered for it (filters; handlers always get the request body).
     pub buffer_body: bool,
     /// A share of requests that goes to another plugin, if configured.
@@ -56,6 +58,7 @@ impl RoutePlugin {
                 .iter()
                 .map(|u| u.get_ref().clone())
                 .collect(),
+            buckets: entry.buckets.iter().map(|b| b.get_ref().clone()).collect(),
             buffer_body,
             canary: entry.canary.map(|c| Arc::new(Canary::new(c, route))),
             limits: CallLimits::from_config(&defaults.with(entry.limits)),
@@ -118,6 +121,9 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     /// Largest header block a plugin's outbound call may carry.
     pub max_header_bytes: usize,
+    /// Key-value buckets; those whose settings did not change are carried over from the
+    /// previous runtime, data included.
+    pub buckets: Arc<crate::kv::Buckets>,
 }
 
 impl Runtime {
@@ -183,6 +189,10 @@ impl Runtime {
             plugins,
             max_body_bytes: config.server.max_body_bytes,
             max_header_bytes: config.server.max_header_bytes,
+            buckets: Arc::new(crate::kv::Buckets::build(
+                &config.buckets,
+                previous.map(|p| &*p.buckets),
+            )),
         };
         if let Some(previous) = previous {
             runtime.keep_canaries(previous);
