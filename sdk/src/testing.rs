@@ -27,7 +27,6 @@ use std::time::Duration;
 use crate::host::bindings::tessera::gateway::types as wit;
 use crate::host::{
     HttpError as WitHttpError, KvError as WitKvError, Level, OutgoingRequest as WitOutgoing,
-    SwapError,
 };
 use crate::http::{HttpError, OutgoingRequest};
 use crate::{Action, Filter, Handler, Request, Response};
@@ -233,7 +232,9 @@ impl MockHost {
         let mut state = self.state.borrow_mut();
         match state.buckets.get_mut(bucket) {
             Some(b) => f(b),
-            None => panic!("MockHost: bucket `{bucket}` is not declared; add .bucket(\"{bucket}\")"),
+            None => {
+                panic!("MockHost: bucket `{bucket}` is not declared; add .bucket(\"{bucket}\")")
+            }
         }
     }
 
@@ -434,7 +435,9 @@ impl MockHost {
                 Some(v) => std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| WitKvError::Other("the value is not a decimal integer".into()))?,
+                    .ok_or_else(|| {
+                        WitKvError::Other("the value is not a decimal integer".into())
+                    })?,
             };
             let next = current.checked_add(delta).ok_or_else(|| {
                 WitKvError::Other("increment overflows a signed 64-bit number".into())
@@ -454,7 +457,14 @@ impl MockHost {
         })
     }
 
-    pub(crate) fn kv_swap(&self, mut cas: MockCas, value: &[u8]) -> Result<(), SwapError> {
+    // Its error carries the host layer's `Cas`, which is the mock's only natively.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn kv_swap(
+        &self,
+        mut cas: MockCas,
+        value: &[u8],
+    ) -> Result<(), crate::host::SwapError> {
+        use crate::host::SwapError;
         let key = cas.key.clone();
         let outcome = self.kv_data(&cas.bucket, &key, |d| {
             if let Some(raced) = d.races.remove(&key) {
@@ -500,7 +510,10 @@ mod tests {
         let count = || host.run(|| kv::open("counters")?.increment("hits", 1));
         assert_eq!(count(), Ok(1));
         assert_eq!(count(), Ok(2));
-        assert_eq!(host.kv_value("counters", "hits").as_deref(), Some(&b"2"[..]));
+        assert_eq!(
+            host.kv_value("counters", "hits").as_deref(),
+            Some(&b"2"[..])
+        );
     }
 
     #[test]

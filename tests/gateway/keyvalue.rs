@@ -77,8 +77,7 @@ async fn concurrent_increments_are_exact() {
         kv_routes("counters")
     ))
     .await;
-    let replies =
-        futures::future::join_all((0..200).map(|_| get(&gw, "/incr/hits"))).await;
+    let replies = futures::future::join_all((0..200).map(|_| get(&gw, "/incr/hits"))).await;
     let mut counts: Vec<i64> = replies
         .iter()
         .map(|r| {
@@ -95,11 +94,7 @@ async fn concurrent_increments_are_exact() {
 #[tokio::test]
 async fn only_granted_buckets_open_and_unknown_looks_the_same() {
     let routes = [
-        kv_route(
-            "/granted",
-            "\"a\"",
-            "mode = \"kv-open\", bucket = \"a\"",
-        ),
+        kv_route("/granted", "\"a\"", "mode = \"kv-open\", bucket = \"a\""),
         kv_route("/ungranted", "\"a\"", "mode = \"kv-open\", bucket = \"b\""),
         kv_route("/unknown", "\"a\"", "mode = \"kv-open\", bucket = \"nope\""),
         kv_route("/none", "", "mode = \"kv-open\", bucket = \"a\""),
@@ -157,7 +152,11 @@ async fn oversized_values_keys_and_calls_are_refused() {
     expect(&gw, "/small", StatusCode::OK, "ok").await;
     let big = get(&gw, "/value/1").await;
     assert_eq!(big.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(big.text().contains("max_value_bytes (100)"), "{}", big.text());
+    assert!(
+        big.text().contains("max_value_bytes (100)"),
+        "{}",
+        big.text()
+    );
     let key = get(&gw, "/key").await;
     assert_eq!(key.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(key.text().contains("longer than 1024"), "{}", key.text());
@@ -189,7 +188,10 @@ async fn values_expire_after_the_ttl() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(written.elapsed() >= Duration::from_millis(300), "expired early");
+    assert!(
+        written.elapsed() >= Duration::from_millis(300),
+        "expired early"
+    );
     gw.shutdown().await;
 }
 
@@ -252,10 +254,7 @@ async fn batches_and_key_listing() {
 #[tokio::test]
 async fn bucket_settings_are_checked_at_load() {
     let cases = [
-        (
-            "[buckets.r]\nbackend = \"redis\"\n",
-            "buckets.r.url",
-        ),
+        ("[buckets.r]\nbackend = \"redis\"\n", "buckets.r.url"),
         (
             "[buckets.m]\nbackend = \"memory\"\nurl = \"redis://127.0.0.1\"\n",
             "buckets.m.url",
@@ -304,9 +303,10 @@ async fn redis_counter_is_shared_by_two_gateways() {
         let gw = if n % 2 == 0 { &two } else { &one };
         expect(gw, "/incr/hits", StatusCode::OK, &n.to_string()).await;
     }
-    let replies =
-        futures::future::join_all((0..100).map(|i| get(if i % 2 == 0 { &one } else { &two }, "/incr/hits")))
-            .await;
+    let replies = futures::future::join_all(
+        (0..100).map(|i| get(if i % 2 == 0 { &one } else { &two }, "/incr/hits")),
+    )
+    .await;
     assert!(replies.iter().all(|r| r.status == StatusCode::OK));
     expect(&one, "/get/hits", StatusCode::OK, "106").await;
     // Compare-and-swap sees the other writer on the server too.
@@ -325,7 +325,11 @@ async fn redis_keys_are_prefixed_listed_batched_and_expire() {
             "\"shared\"",
             "mode = \"kv-batch\", bucket = \"shared\", keys = [\"x\", \"y\", \"z\"]",
         ),
-        kv_route("/list", "\"shared\"", "mode = \"kv-list\", bucket = \"shared\""),
+        kv_route(
+            "/list",
+            "\"shared\"",
+            "mode = \"kv-list\", bucket = \"shared\"",
+        ),
         kv_route(
             "/other/set/{key}",
             "\"other\"",
@@ -373,7 +377,11 @@ async fn redis_down_fails_fast_and_recovers_when_it_returns() {
         let started = Instant::now();
         let reply = get(&gw, "/incr/hits").await;
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(reply.text().starts_with("Other(\"redis bucket `shared`"), "{}", reply.text());
+        assert!(
+            reply.text().starts_with("Other(\"redis bucket `shared`"),
+            "{}",
+            reply.text()
+        );
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "a dead Redis cost {:?}",

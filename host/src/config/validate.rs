@@ -6,7 +6,8 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{
-    ADMIN_TOKEN_ENV, BucketBackend, BucketConfig, CanaryConfig, Config, ConfigError, EntryLimits, PluginEntry, valid_name,
+    ADMIN_TOKEN_ENV, BucketBackend, BucketConfig, CanaryConfig, Config, ConfigError, EntryLimits,
+    PluginEntry, valid_name,
 };
 
 /// Validates a parsed config against its source text, whose spans give the line of a key.

@@ -83,7 +83,11 @@ impl store::Host for PluginState {
 }
 
 impl store::HostBucket for PluginState {
-    async fn get(&mut self, bucket: Resource<BucketHandle>, key: String) -> KvResult<Option<Vec<u8>>> {
+    async fn get(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> KvResult<Option<Vec<u8>>> {
         let b = granted!(self.kv_bucket(&bucket));
         Ok(b.get(&key).await.map_err(Into::into))
     }
@@ -184,7 +188,11 @@ impl atomics::Host for PluginState {
 }
 
 impl atomics::HostCas for PluginState {
-    async fn new(&mut self, bucket: Resource<BucketHandle>, key: String) -> KvResult<Resource<CasHandle>> {
+    async fn new(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        key: String,
+    ) -> KvResult<Resource<CasHandle>> {
         let b = granted!(self.kv_bucket(&bucket));
         let read = match b.get(&key).await {
             Ok(v) => v,
@@ -238,7 +246,11 @@ impl batch::Host for PluginState {
         Ok(b.set_many(key_values).await.map_err(Into::into))
     }
 
-    async fn delete_many(&mut self, bucket: Resource<BucketHandle>, keys: Vec<String>) -> KvResult<()> {
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> KvResult<()> {
         let b = granted!(self.kv_bucket(&bucket));
         Ok(b.delete_many(&keys).await.map_err(Into::into))
     }

@@ -83,7 +83,9 @@ impl MemoryBucket {
             max_entries: settings
                 .max_entries
                 .unwrap_or(BucketConfig::DEFAULT_MAX_ENTRIES),
-            max_bytes: settings.max_bytes.unwrap_or(BucketConfig::DEFAULT_MAX_BYTES),
+            max_bytes: settings
+                .max_bytes
+                .unwrap_or(BucketConfig::DEFAULT_MAX_BYTES),
             ttl: settings.ttl_ms.map(Duration::from_millis),
             data: Mutex::new(Data::default()),
         }
@@ -117,7 +119,8 @@ impl MemoryBucket {
         }
         let now = Instant::now();
         data.remove(key);
-        let fits = |d: &Data| d.entries.len() < self.max_entries && d.bytes + need <= self.max_bytes;
+        let fits =
+            |d: &Data| d.entries.len() < self.max_entries && d.bytes + need <= self.max_bytes;
         if !fits(data) {
             data.purge_expired(now);
         }
@@ -272,7 +275,11 @@ mod tests {
         b.set("a", vec![1]).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(b.get("a"), None);
-        assert_eq!(b.increment("a", 5).unwrap(), 5, "an expired counter starts over");
+        assert_eq!(
+            b.increment("a", 5).unwrap(),
+            5,
+            "an expired counter starts over"
+        );
         let (keys, _) = b.list_keys(None);
         assert_eq!(keys, ["a"]);
     }
@@ -293,7 +300,10 @@ mod tests {
     fn swap_writes_only_over_the_value_read() {
         let b = bucket("");
         assert!(b.swap("k", &None, b"1".to_vec()).unwrap(), "absent as read");
-        assert!(!b.swap("k", &None, b"2".to_vec()).unwrap(), "no longer absent");
+        assert!(
+            !b.swap("k", &None, b"2".to_vec()).unwrap(),
+            "no longer absent"
+        );
         assert!(b.swap("k", &Some(b"1".to_vec()), b"2".to_vec()).unwrap());
         assert_eq!(b.get("k").as_deref(), Some(&b"2"[..]));
     }

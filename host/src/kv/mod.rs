@@ -289,10 +289,7 @@ impl KvAccess {
         if !self.granted.iter().any(|g| g == name) {
             return Err(KvError::AccessDenied);
         }
-        self.buckets
-            .get(name)
-            .cloned()
-            .ok_or(KvError::AccessDenied)
+        self.buckets.get(name).cloned().ok_or(KvError::AccessDenied)
     }
 
     /// Whether a handle to `bucket` is still usable under this grant (a reused instance may

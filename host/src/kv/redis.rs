@@ -185,9 +185,7 @@ impl RedisBucket {
     ) -> Result<(Vec<String>, Option<String>), KvError> {
         let cursor = cursor.unwrap_or("0");
         if cursor.is_empty() || cursor.len() > 20 || !cursor.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(KvError::Refused(
-                "not a cursor this bucket returned".into(),
-            ));
+            return Err(KvError::Refused("not a cursor this bucket returned".into()));
         }
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)

@@ -68,7 +68,9 @@ fn kv_mode(config: &Config) -> Result<Response, KvError> {
     let key = key.as_str();
     let text = match config.mode.as_str() {
         "kv-open" => "opened".to_owned(),
-        "kv-incr" => bucket.increment(key, config.delta.unwrap_or(1))?.to_string(),
+        "kv-incr" => bucket
+            .increment(key, config.delta.unwrap_or(1))?
+            .to_string(),
         "kv-get" => match bucket.get(key)? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => return Ok(Response::text(404, "absent")),
