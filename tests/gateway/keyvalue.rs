@@ -420,3 +420,42 @@ async fn the_gateway_starts_while_redis_is_down() {
     expect(&gw, "/incr/hits", StatusCode::OK, "1").await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn memory_buckets_with_unchanged_settings_keep_their_data_across_reloads() {
+    let dir = std::env::temp_dir().join(format!("tessera-kv-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tessera.toml");
+    let text = |change: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[buckets.keep]\nbackend = \"memory\"\n\
+             [buckets.change]\nbackend = \"memory\"\n{change}\n{}{}",
+            plugins_section(),
+            kv_route(
+                "/keep",
+                "\"keep\"",
+                "mode = \"kv-incr\", bucket = \"keep\", key = \"n\""
+            ),
+            kv_route(
+                "/change",
+                "\"change\"",
+                "mode = \"kv-incr\", bucket = \"change\", key = \"n\""
+            ),
+        )
+    };
+    std::fs::write(&path, text("")).unwrap();
+    let gw = tessera::Gateway::from_file(&path)
+        .await
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    expect(&gw, "/keep", StatusCode::OK, "1").await;
+    expect(&gw, "/change", StatusCode::OK, "1").await;
+    std::fs::write(&path, text("max_entries = 5")).unwrap();
+    gw.live().reload_config().await.expect("reload");
+    expect(&gw, "/keep", StatusCode::OK, "2").await;
+    expect(&gw, "/change", StatusCode::OK, "1").await;
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
