@@ -57,7 +57,7 @@ pub enum Backend {
     /// In this process.
     Memory(memory::MemoryBucket),
     /// In a Redis server.
-    Redis(redis::RedisBucket),
+    Redis(Box<redis::RedisBucket>),
 }
 
 /// One configured bucket.
@@ -72,7 +72,9 @@ impl Bucket {
     fn new(name: &str, settings: &BucketConfig) -> Self {
         let backend = match settings.backend.get_ref() {
             BucketBackend::Memory => Backend::Memory(memory::MemoryBucket::new(settings)),
-            BucketBackend::Redis => Backend::Redis(redis::RedisBucket::new(name, settings)),
+            BucketBackend::Redis => {
+                Backend::Redis(Box::new(redis::RedisBucket::new(name, settings)))
+            }
         };
         Self {
             name: name.to_owned(),
@@ -295,7 +297,7 @@ impl KvAccess {
     /// Whether a handle to `bucket` is still usable under this grant (a reused instance may
     /// hold a handle from an earlier request, and the config may have changed since).
     pub fn allows(&self, bucket: &Bucket) -> bool {
-        self.granted.iter().any(|g| *g == bucket.name)
+        self.granted.contains(&bucket.name)
             && self
                 .buckets
                 .get(&bucket.name)
