@@ -428,7 +428,7 @@ async fn memory_buckets_with_unchanged_settings_keep_their_data_across_reloads()
     let path = dir.join("tessera.toml");
     let text = |change: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[buckets.keep]\nbackend = \"memory\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[access_log]\nformat = \"off\"\n{}\n[buckets.keep]\nbackend = \"memory\"\n\
              [buckets.change]\nbackend = \"memory\"\n{change}\n{}{}",
             plugins_section(),
             kv_route(
@@ -458,4 +458,35 @@ async fn memory_buckets_with_unchanged_settings_keep_their_data_across_reloads()
     expect(&gw, "/change", StatusCode::OK, "1").await;
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_forged_handle_traps_instead_of_reaching_another_bucket() {
+    let routes = [
+        kv_route(
+            "/secret/set/{key}",
+            "\"secret\"",
+            "mode = \"kv-set\", bucket = \"secret\", value = \"s3cret\"",
+        ),
+        "[[routes]]\npath = \"/forge\"\nhandler = { plugin = \"hostile\", buckets = [\"b\"], config = { mode = \"forged-bucket\" } }\n".to_owned(),
+        kv_route("/b/get/{key}", "\"b\"", "mode = \"kv-get\", bucket = \"b\""),
+    ]
+    .concat();
+    let gw = gateway(&format!(
+        "[buckets.secret]\nbackend = \"memory\"\n[buckets.b]\nbackend = \"memory\"\n{routes}"
+    ))
+    .await;
+    expect(&gw, "/secret/set/k", StatusCode::OK, "ok").await;
+    let reply = get(&gw, "/forge").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    assert!(reply.text().contains("plugin_failed"), "{}", reply.text());
+    assert!(!reply.text().contains("s3cret"));
+    // The gateway and the bucket go on serving.
+    expect(&gw, "/b/get/k", StatusCode::NOT_FOUND, "absent").await;
+    gw.shutdown().await;
 }

@@ -110,9 +110,13 @@ impl RedisBucket {
         Ok(c)
     }
 
-    /// Forgets the connection after a failure, so the next operation connects afresh.
-    async fn reset(&self) {
-        *self.connection.lock().await = None;
+    /// Forgets the connection after a failure, so the next operation connects afresh. If
+    /// another operation holds the slot (connecting now), it is left to that one: waiting here
+    /// would stretch this operation past its timeout.
+    fn reset(&self) {
+        if let Ok(mut slot) = self.connection.try_lock() {
+            *slot = None;
+        }
     }
 
     /// Runs one command or pipeline within the timeout. A timeout or a broken connection drops
@@ -134,12 +138,12 @@ impl RedisBucket {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((broken, e))) => {
                 if broken {
-                    self.reset().await;
+                    self.reset();
                 }
                 Err(e)
             }
             Err(_) => {
-                self.reset().await;
+                self.reset();
                 Err(self.failed(format_args!(
                     "no answer within {} ms",
                     self.timeout.as_millis()
