@@ -11,7 +11,8 @@
 //! failure becomes a response in one function). [`headers`] holds the one rule for headers a
 //! plugin hands back, [`records`] the conversions between WIT records and HTTP; [`ids`] the request id and trace context. [`runtime`] is the live routing
 //! table the router's matches index into (routes resolved against upstreams and loaded plugins),
-//! and [`live`] swaps it on reload.
+//! and [`live`] swaps it on reload. [`kv`] holds the key-value buckets plugins share
+//! (`wasi:keyvalue`).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {

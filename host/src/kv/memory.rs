@@ -1,10 +1,11 @@
 //! The `memory` backend: a bucket held in this gateway process.
 //!
 //! Bounds: `max_entries` keys and `max_bytes` bytes of keys plus values. A write that would go
-//! past either first drops expired keys, then the least recently written keys, until it fits; a
-//! single key and value larger than `max_bytes` is refused. A value expires `ttl_ms` after it
-//! was last written; an expired key reads as absent at once and frees its room on the next write
-//! that needs room (or when it is overwritten or deleted).
+//! past either drops the least recently written keys until it fits; a single key and value
+//! larger than `max_bytes` is refused. A value expires `ttl_ms` after it was last written; an
+//! expired key reads as absent at once and frees its room when it is overwritten, deleted or
+//! evicted. The TTL is the bucket's, so the least recently written key is also the first to
+//! expire: evicting in write order drops expired keys first, at O(log n) per key.
 //!
 //! One mutex guards a bucket; every operation is a few map updates under it, so requests never
 //! wait on each other for long, and increments and compare-and-swaps are atomic.
@@ -62,18 +63,6 @@ impl Data {
             self.bytes -= cost(key, &old.value);
         }
     }
-
-    fn purge_expired(&mut self, now: Instant) {
-        let expired: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.live(now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.remove(&k);
-        }
-    }
 }
 
 impl MemoryBucket {
@@ -121,9 +110,6 @@ impl MemoryBucket {
         data.remove(key);
         let fits =
             |d: &Data| d.entries.len() < self.max_entries && d.bytes + need <= self.max_bytes;
-        if !fits(data) {
-            data.purge_expired(now);
-        }
         while !fits(data) {
             let Some((_, oldest)) = data.writes.pop_first() else {
                 break;
