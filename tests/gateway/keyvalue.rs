@@ -490,3 +490,40 @@ async fn a_forged_handle_traps_instead_of_reaching_another_bucket() {
     expect(&gw, "/b/get/k", StatusCode::NOT_FOUND, "absent").await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stalled_redis_costs_at_most_the_timeout() {
+    let redis = RedisServer::start();
+    let gw = gateway(&redis_routes(&redis.url(), "")).await;
+    expect(&gw, "/incr/hits", StatusCode::OK, "1").await;
+    redis.freeze(true);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = get(&gw, "/incr/hits").await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            reply.text().contains("no answer within 250 ms"),
+            "{}",
+            reply.text()
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "a stalled Redis cost {took:?}"
+        );
+    }
+    redis.freeze(false);
+    let back = Instant::now();
+    loop {
+        let reply = get(&gw, "/get/hits").await;
+        if reply.status == StatusCode::OK {
+            // The increments that timed out may or may not have reached the server.
+            let n: i64 = reply.text().parse().expect("a count");
+            assert!((1..=4).contains(&n), "{n}");
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(10), "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
+}

@@ -322,6 +322,18 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`true`, SIGSTOP) or thaws (`false`, SIGCONT) the server: frozen, it accepts
+    /// connections but answers nothing, like an overloaded or partitioned Redis.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} redis-server failed");
+    }
+
     /// Starts the server again on the same port, empty, and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
