@@ -268,6 +268,10 @@ async fn bucket_settings_are_checked_at_load() {
             "buckets.m.max_entries",
         ),
         (
+            "[buckets.m]\nbackend = \"memory\"\nttl_ms = 9223372036854775807\n",
+            "buckets.m.ttl_ms",
+        ),
+        (
             "[buckets.m]\nbackend = \"memory\"\n[[routes]]\npath = \"/\"\nhandler = { plugin = \"h\", buckets = [\"m\", \"typo\"] }\n",
             "routes[0].handler.buckets",
         ),

@@ -853,8 +853,8 @@ pub enum BucketBackend {
 pub struct BucketConfig {
     /// `memory` or `redis`. Required.
     pub backend: Spanned<BucketBackend>,
-    /// How long a value lives after it was last written, in ms. Default: until evicted (memory)
-    /// or deleted (redis).
+    /// How long a value lives after it was last written, in ms (at most ten years). Default:
+    /// until evicted (memory) or deleted (redis).
     #[serde(default)]
     pub ttl_ms: Option<u64>,
     /// Largest value a plugin may write, in bytes. Default 1 MiB.

@@ -10,6 +10,9 @@ use super::{
     PluginEntry, valid_name,
 };
 
+/// Longest `ttl_ms` of a bucket: ten years, far below what Redis or `Instant` overflow at.
+const MAX_BUCKET_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
 /// Validates a parsed config against its source text, whose spans give the line of a key.
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
@@ -341,8 +344,15 @@ impl Validator<'_> {
                 }
             }
         }
-        if bucket.ttl_ms == Some(0) {
-            return self.err(at, format!("{key}.ttl_ms"), "must be at least 1");
+        if bucket
+            .ttl_ms
+            .is_some_and(|t| t == 0 || t > MAX_BUCKET_TTL_MS)
+        {
+            return self.err(
+                at,
+                format!("{key}.ttl_ms"),
+                format!("must be between 1 and {MAX_BUCKET_TTL_MS} (10 years)"),
+            );
         }
         if bucket.max_value_bytes == 0 {
             return self.err(at, format!("{key}.max_value_bytes"), "must be at least 1");

@@ -127,7 +127,8 @@ impl MemoryBucket {
             Entry {
                 value,
                 write,
-                expires: self.ttl.map(|t| now + t),
+                // Past what `Instant` can hold, a value never expires.
+                expires: self.ttl.and_then(|t| now.checked_add(t)),
             },
         );
         Ok(())
