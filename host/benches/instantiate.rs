@@ -45,6 +45,7 @@ fn call_context() -> CallContext {
             max_body_bytes: 1 << 20,
             max_header_bytes: 64 << 10,
         }),
+        kv: Default::default(),
     }
 }
 

@@ -12,11 +12,16 @@ mod generated {
         world: "tessera:gateway/plugin",
         imports: {
             "tessera:gateway/http-client": async | trappable,
+            "wasi:keyvalue/store": async | trappable,
+            "wasi:keyvalue/atomics": async | trappable,
+            "wasi:keyvalue/batch": async | trappable,
             default: trappable,
         },
         exports: { default: async },
         with: {
             "tessera:gateway/http-client.pending-response": crate::outbound::PendingCall,
+            "wasi:keyvalue/store.bucket": crate::kv::BucketHandle,
+            "wasi:keyvalue/atomics.cas": crate::kv::CasHandle,
         },
     });
 }
@@ -29,3 +34,4 @@ pub use generated::tessera::gateway::types::{
     Header, Host as TypesHost, HttpError, OutgoingRequest, Request, Response,
 };
 pub use generated::tessera::gateway::{config, context, http_client, log};
+pub use generated::wasi::keyvalue::{atomics, batch, store};

@@ -193,6 +193,10 @@ async fn instantiate(
             max_body_bytes: runtime.max_body_bytes,
             max_header_bytes: runtime.max_header_bytes,
         }),
+        kv: crate::kv::KvAccess {
+            buckets: Arc::clone(&runtime.buckets),
+            granted: Arc::clone(&use_.buckets),
+        },
     };
     // Reuse serves the entry's own plugin only; a canary's share always gets fresh instances.
     if canary.is_none()

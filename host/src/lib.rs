@@ -12,7 +12,8 @@
 //! plugin hands back, [`records`] the conversions between WIT records and HTTP; [`ids`] the request id and trace context. [`runtime`] is the live routing
 //! table the router's matches index into (routes resolved against upstreams and loaded plugins),
 //! and [`live`] swaps it on reload. [`tls`] terminates TLS on the listeners (certificates by SNI,
-//! swapped while serving) and speaks it to upstreams.
+//! swapped while serving) and speaks it to upstreams. [`kv`] holds the key-value buckets plugins
+//! share (`wasi:keyvalue`).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -40,6 +41,7 @@ pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod ids;
+pub mod kv;
 pub mod live;
 pub mod metrics;
 pub mod outbound;

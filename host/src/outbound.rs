@@ -127,6 +127,19 @@ impl Outbound {
         }
     }
 
+    /// Counts one host call that is not an HTTP call (a key-value operation) against
+    /// `max_calls`; the message says which cap refused it.
+    pub fn count_call(&mut self) -> Result<(), String> {
+        if self.calls >= self.call.limits.max_calls {
+            return Err(format!(
+                "call limit: more than {} calls for one request",
+                self.call.limits.max_calls
+            ));
+        }
+        self.calls += 1;
+        Ok(())
+    }
+
     /// Sends one call and waits for it.
     pub async fn send(
         &mut self,

@@ -23,6 +23,8 @@ pub struct RoutePlugin {
     pub upstreams: Arc<[String]>,
     /// Other hosts it may call.
     pub allow_hosts: Arc<[String]>,
+    /// Key-value buckets it may open.
+    pub buckets: Arc<[String]>,
     /// Whether bodies are buffered for it (filters; handlers always get the request body).
     pub buffer_body: bool,
     /// A share of requests that goes to another plugin, if configured.
@@ -71,6 +73,7 @@ impl RoutePlugin {
                 .iter()
                 .map(|u| u.get_ref().clone())
                 .collect(),
+            buckets: entry.buckets.iter().map(|b| b.get_ref().clone()).collect(),
             buffer_body,
             canary: entry.canary.map(|c| Arc::new(Canary::new(c, route))),
             limits: CallLimits::from_config(&defaults.with(entry.limits)),
@@ -137,6 +140,9 @@ pub struct Runtime {
     pub max_header_bytes: usize,
     /// Response compression (`[server.compression]`).
     pub compression: Compression,
+    /// Key-value buckets; those whose settings did not change are carried over from the
+    /// previous runtime, data included.
+    pub buckets: Arc<crate::kv::Buckets>,
 }
 
 impl Runtime {
@@ -204,6 +210,10 @@ impl Runtime {
             max_body_bytes: config.server.max_body_bytes,
             max_header_bytes: config.server.max_header_bytes,
             compression: Compression::new(&config.server.compression),
+            buckets: Arc::new(crate::kv::Buckets::build(
+                &config.buckets,
+                previous.map(|p| &*p.buckets),
+            )),
         };
         if let Some(previous) = previous {
             runtime.keep_canaries(previous);

@@ -13,11 +13,21 @@ pub mod bindings {
 
 pub(crate) use bindings::tessera::gateway::log::Level;
 pub(crate) use bindings::tessera::gateway::types::{HttpError, OutgoingRequest, Response};
+pub(crate) use bindings::wasi::keyvalue::store::Error as KvError;
+
+/// Why a compare-and-swap did not write.
+pub(crate) enum SwapError {
+    /// The store failed.
+    Store(KvError),
+    /// The value changed; the handle now holds the current value.
+    Changed(Cas),
+}
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::bindings::tessera::gateway::{config, context, http_client, log};
-    use super::{HttpError, Level, OutgoingRequest, Response};
+    use super::bindings::wasi::keyvalue::{atomics, batch, store};
+    use super::{HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
 
     pub fn log(level: Level, message: &str) {
         log::log(level, message);
@@ -50,11 +60,60 @@ mod imp {
     pub fn send_all(requests: &[OutgoingRequest]) -> Vec<Result<Response, HttpError>> {
         http_client::send_all(requests)
     }
+
+    pub type Bucket = store::Bucket;
+    pub type Cas = atomics::Cas;
+    pub fn kv_open(name: &str) -> Result<Bucket, KvError> {
+        store::open(name)
+    }
+    pub fn kv_get(b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        b.get(key)
+    }
+    pub fn kv_set(b: &Bucket, key: &str, value: &[u8]) -> Result<(), KvError> {
+        b.set(key, value)
+    }
+    pub fn kv_delete(b: &Bucket, key: &str) -> Result<(), KvError> {
+        b.delete(key)
+    }
+    pub fn kv_exists(b: &Bucket, key: &str) -> Result<bool, KvError> {
+        b.exists(key)
+    }
+    pub fn kv_list_keys(
+        b: &Bucket,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        b.list_keys(cursor).map(|r| (r.keys, r.cursor))
+    }
+    pub fn kv_increment(b: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
+        atomics::increment(b, key, delta)
+    }
+    pub fn kv_cas(b: &Bucket, key: &str) -> Result<Cas, KvError> {
+        atomics::Cas::new(b, key)
+    }
+    pub fn kv_cas_current(c: &Cas) -> Result<Option<Vec<u8>>, KvError> {
+        c.current()
+    }
+    pub fn kv_swap(c: Cas, value: &[u8]) -> Result<(), SwapError> {
+        atomics::swap(c, value).map_err(|e| match e {
+            atomics::CasError::StoreError(e) => SwapError::Store(e),
+            atomics::CasError::CasFailed(c) => SwapError::Changed(c),
+        })
+    }
+    pub fn kv_get_many(b: &Bucket, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let found = batch::get_many(b, keys)?;
+        Ok(found.into_iter().map(|e| e.map(|(_, v)| v)).collect())
+    }
+    pub fn kv_set_many(b: &Bucket, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        batch::set_many(b, pairs)
+    }
+    pub fn kv_delete_many(b: &Bucket, keys: &[String]) -> Result<(), KvError> {
+        batch::delete_many(b, keys)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use super::{HttpError, Level, OutgoingRequest, Response};
+    use super::{HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
     use crate::testing::with_mock;
 
     pub fn log(level: Level, message: &str) {
@@ -93,6 +152,51 @@ mod imp {
             let pending: Vec<Pending> = requests.iter().map(|r| m.start(r)).collect();
             pending.into_iter().map(|p| m.wait(p)).collect()
         })
+    }
+
+    pub type Bucket = crate::testing::MockBucket;
+    pub type Cas = crate::testing::MockCas;
+    pub fn kv_open(name: &str) -> Result<Bucket, KvError> {
+        with_mock(|m| m.kv_open(name))
+    }
+    pub fn kv_get(b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        with_mock(|m| m.kv_get(b, key))
+    }
+    pub fn kv_set(b: &Bucket, key: &str, value: &[u8]) -> Result<(), KvError> {
+        with_mock(|m| m.kv_set(b, key, value))
+    }
+    pub fn kv_delete(b: &Bucket, key: &str) -> Result<(), KvError> {
+        with_mock(|m| m.kv_delete(b, key))
+    }
+    pub fn kv_exists(b: &Bucket, key: &str) -> Result<bool, KvError> {
+        with_mock(|m| m.kv_get(b, key).map(|v| v.is_some()))
+    }
+    pub fn kv_list_keys(
+        b: &Bucket,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        with_mock(|m| m.kv_list_keys(b, cursor))
+    }
+    pub fn kv_increment(b: &Bucket, key: &str, delta: i64) -> Result<i64, KvError> {
+        with_mock(|m| m.kv_increment(b, key, delta))
+    }
+    pub fn kv_cas(b: &Bucket, key: &str) -> Result<Cas, KvError> {
+        with_mock(|m| m.kv_cas(b, key))
+    }
+    pub fn kv_cas_current(c: &Cas) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(c.read.clone())
+    }
+    pub fn kv_swap(c: Cas, value: &[u8]) -> Result<(), SwapError> {
+        with_mock(|m| m.kv_swap(c, value))
+    }
+    pub fn kv_get_many(b: &Bucket, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        keys.iter().map(|k| kv_get(b, k)).collect()
+    }
+    pub fn kv_set_many(b: &Bucket, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        pairs.iter().try_for_each(|(k, v)| kv_set(b, k, v))
+    }
+    pub fn kv_delete_many(b: &Bucket, keys: &[String]) -> Result<(), KvError> {
+        keys.iter().try_for_each(|k| kv_delete(b, k))
     }
 }
 

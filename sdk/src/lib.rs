@@ -31,6 +31,7 @@
 mod error;
 mod host;
 pub mod http;
+pub mod kv;
 mod message;
 pub mod testing;
 

@@ -20,12 +20,14 @@
 #![cfg_attr(target_arch = "wasm32", allow(dead_code))]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::host::bindings::tessera::gateway::types as wit;
-use crate::host::{HttpError as WitHttpError, Level, OutgoingRequest as WitOutgoing};
+use crate::host::{
+    HttpError as WitHttpError, KvError as WitKvError, Level, OutgoingRequest as WitOutgoing,
+};
 use crate::http::{HttpError, OutgoingRequest};
 use crate::{Action, Filter, Handler, Request, Response};
 
@@ -52,7 +54,32 @@ struct State {
     pending: HashMap<u64, (Duration, Result<wit::Response, WitHttpError>)>,
     calls: Vec<OutgoingRequest>,
     logs: Vec<LogLine>,
+    buckets: BTreeMap<String, MockBucketData>,
 }
+
+/// A bucket declared on the mock.
+#[derive(Debug, Default)]
+struct MockBucketData {
+    granted: bool,
+    data: BTreeMap<String, Vec<u8>>,
+    /// Written by "another writer" just before the next compare-and-swap of the key.
+    races: HashMap<String, Vec<u8>>,
+}
+
+/// An open bucket on the [`MockHost`].
+#[derive(Debug)]
+pub struct MockBucket(String);
+
+/// A compare-and-swap handle on the [`MockHost`].
+#[derive(Debug)]
+pub struct MockCas {
+    bucket: String,
+    key: String,
+    pub(crate) read: Option<Vec<u8>>,
+}
+
+/// Longest key, as on the gateway.
+const MOCK_MAX_KEY_BYTES: usize = 1024;
 
 /// A call started on the [`MockHost`].
 #[derive(Debug)]
@@ -151,6 +178,64 @@ impl MockHost {
             .delays
             .insert((method.to_ascii_uppercase(), url.to_owned()), delay);
         self
+    }
+
+    /// Declares the key-value bucket `name` and grants it to the plugin, like `[buckets.<name>]`
+    /// plus `buckets = ["name"]` on the route entry. Its contents outlive each `handle` call, as
+    /// on the gateway.
+    pub fn bucket(self, name: &str) -> Self {
+        self.state
+            .borrow_mut()
+            .buckets
+            .entry(name.to_owned())
+            .or_default()
+            .granted = true;
+        self
+    }
+
+    /// Declares the bucket `name` without granting it: opening it is `AccessDenied`.
+    pub fn ungranted_bucket(self, name: &str) -> Self {
+        self.state
+            .borrow_mut()
+            .buckets
+            .entry(name.to_owned())
+            .or_default();
+        self
+    }
+
+    /// Stores `value` under `key` in the declared bucket `bucket`.
+    ///
+    /// # Panics
+    /// If the bucket was not declared (a mistake in the test).
+    pub fn kv_insert(self, bucket: &str, key: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.declared(bucket, |b| b.data.insert(key.to_owned(), value.into()));
+        self
+    }
+
+    /// Makes "another writer" store `value` under `key` just before the plugin's next
+    /// compare-and-swap of that key, so the swap fails once and the plugin must retry.
+    ///
+    /// # Panics
+    /// If the bucket was not declared.
+    pub fn race_next_swap(self, bucket: &str, key: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.declared(bucket, |b| b.races.insert(key.to_owned(), value.into()));
+        self
+    }
+
+    /// The value of `key` in `bucket`, as the plugin left it.
+    pub fn kv_value(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        state.buckets.get(bucket)?.data.get(key).cloned()
+    }
+
+    fn declared<R>(&self, bucket: &str, f: impl FnOnce(&mut MockBucketData) -> R) -> R {
+        let mut state = self.state.borrow_mut();
+        match state.buckets.get_mut(bucket) {
+            Some(b) => f(b),
+            None => {
+                panic!("MockHost: bucket `{bucket}` is not declared; add .bucket(\"{bucket}\")")
+            }
+        }
     }
 
     /// Virtual time spent waiting on calls so far. Calls started together overlap, as on the
@@ -276,6 +361,133 @@ impl MockHost {
     }
 }
 
+impl MockHost {
+    pub(crate) fn kv_open(&self, name: &str) -> Result<MockBucket, WitKvError> {
+        // Unknown and ungranted look the same, as on the gateway.
+        match self.state.borrow().buckets.get(name) {
+            Some(b) if b.granted => Ok(MockBucket(name.to_owned())),
+            _ => Err(WitKvError::AccessDenied),
+        }
+    }
+
+    fn kv_data<R>(
+        &self,
+        bucket: &str,
+        key: &str,
+        f: impl FnOnce(&mut MockBucketData) -> Result<R, WitKvError>,
+    ) -> Result<R, WitKvError> {
+        if key.len() > MOCK_MAX_KEY_BYTES {
+            return Err(WitKvError::Other(format!(
+                "key of {} bytes is longer than {MOCK_MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        let mut state = self.state.borrow_mut();
+        match state.buckets.get_mut(bucket) {
+            Some(b) if b.granted => f(b),
+            _ => Err(WitKvError::AccessDenied),
+        }
+    }
+
+    pub(crate) fn kv_get(&self, b: &MockBucket, key: &str) -> Result<Option<Vec<u8>>, WitKvError> {
+        self.kv_data(&b.0, key, |d| Ok(d.data.get(key).cloned()))
+    }
+
+    pub(crate) fn kv_set(&self, b: &MockBucket, key: &str, value: &[u8]) -> Result<(), WitKvError> {
+        self.kv_data(&b.0, key, |d| {
+            d.data.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        })
+    }
+
+    pub(crate) fn kv_delete(&self, b: &MockBucket, key: &str) -> Result<(), WitKvError> {
+        self.kv_data(&b.0, key, |d| {
+            d.data.remove(key);
+            Ok(())
+        })
+    }
+
+    pub(crate) fn kv_list_keys(
+        &self,
+        b: &MockBucket,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), WitKvError> {
+        self.kv_data(&b.0, "", |d| {
+            let keys = d
+                .data
+                .keys()
+                .filter(|k| cursor.is_none_or(|c| k.as_str() > c))
+                .cloned()
+                .collect();
+            Ok((keys, None))
+        })
+    }
+
+    pub(crate) fn kv_increment(
+        &self,
+        b: &MockBucket,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, WitKvError> {
+        self.kv_data(&b.0, key, |d| {
+            let current = match d.data.get(key) {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        WitKvError::Other("the value is not a decimal integer".into())
+                    })?,
+            };
+            let next = current.checked_add(delta).ok_or_else(|| {
+                WitKvError::Other("increment overflows a signed 64-bit number".into())
+            })?;
+            d.data.insert(key.to_owned(), next.to_string().into_bytes());
+            Ok(next)
+        })
+    }
+
+    pub(crate) fn kv_cas(&self, b: &MockBucket, key: &str) -> Result<MockCas, WitKvError> {
+        self.kv_data(&b.0, key, |d| {
+            Ok(MockCas {
+                bucket: b.0.clone(),
+                key: key.to_owned(),
+                read: d.data.get(key).cloned(),
+            })
+        })
+    }
+
+    // Its error carries the host layer's `Cas`, which is the mock's only natively.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn kv_swap(
+        &self,
+        mut cas: MockCas,
+        value: &[u8],
+    ) -> Result<(), crate::host::SwapError> {
+        use crate::host::SwapError;
+        let key = cas.key.clone();
+        let outcome = self.kv_data(&cas.bucket, &key, |d| {
+            if let Some(raced) = d.races.remove(&key) {
+                d.data.insert(key.clone(), raced);
+            }
+            let current = d.data.get(&key);
+            if current != cas.read.as_ref() {
+                return Ok(Some(current.cloned()));
+            }
+            d.data.insert(key.clone(), value.to_vec());
+            Ok(None)
+        });
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(now)) => {
+                cas.read = now;
+                Err(SwapError::Changed(cas))
+            }
+            Err(e) => Err(SwapError::Store(e)),
+        }
+    }
+}
+
 fn to_wit_error(e: &HttpError) -> WitHttpError {
     match e {
         HttpError::Denied(m) => WitHttpError::Denied(m.clone()),
@@ -284,5 +496,80 @@ fn to_wit_error(e: &HttpError) -> WitHttpError {
         HttpError::LimitExceeded(m) => WitHttpError::LimitExceeded(m.clone()),
         HttpError::InvalidRequest(m) => WitHttpError::InvalidRequest(m.clone()),
         HttpError::BodyTooLarge => WitHttpError::BodyTooLarge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{self, KvError};
+
+    #[test]
+    fn counts_persist_across_requests_on_one_host() {
+        let host = MockHost::new().bucket("counters");
+        let count = || host.run(|| kv::open("counters")?.increment("hits", 1));
+        assert_eq!(count(), Ok(1));
+        assert_eq!(count(), Ok(2));
+        assert_eq!(
+            host.kv_value("counters", "hits").as_deref(),
+            Some(&b"2"[..])
+        );
+    }
+
+    #[test]
+    fn grants_are_enforced_and_unknown_looks_like_ungranted() {
+        let host = MockHost::new().ungranted_bucket("secret");
+        host.run(|| {
+            assert_eq!(kv::open("secret").err(), Some(KvError::AccessDenied));
+            assert_eq!(kv::open("missing").err(), Some(KvError::AccessDenied));
+        });
+    }
+
+    #[test]
+    fn get_set_json_batch_and_list() {
+        let host = MockHost::new().bucket("b").kv_insert("b", "seed", "x");
+        host.run(|| {
+            let b = kv::open("b").unwrap();
+            assert_eq!(b.get("seed").unwrap().as_deref(), Some(&b"x"[..]));
+            b.set_json("cfg", &serde_json::json!({"n": 1})).unwrap();
+            let v: serde_json::Value = b.get_json("cfg").unwrap().unwrap();
+            assert_eq!(v["n"], 1);
+            assert!(matches!(b.get_json::<u32>("seed"), Err(KvError::Decode(_))));
+            b.set_many(&[("a".into(), b"1".to_vec()), ("c".into(), b"3".to_vec())])
+                .unwrap();
+            let got = b.get_many(&["a".into(), "zz".into(), "c".into()]).unwrap();
+            assert_eq!(got, vec![Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
+            b.delete_many(&["a".into()]).unwrap();
+            assert!(!b.exists("a").unwrap());
+            assert_eq!(b.list_keys(None).unwrap().keys, ["c", "cfg", "seed"]);
+            assert!(matches!(b.get(&"k".repeat(2000)), Err(KvError::Other(_))));
+        });
+    }
+
+    #[test]
+    fn update_retries_when_another_writer_races() {
+        let host = MockHost::new()
+            .bucket("b")
+            .kv_insert("b", "n", "1")
+            .race_next_swap("b", "n", "10");
+        let mut seen = Vec::new();
+        let written = host.run(|| {
+            kv::open("b").unwrap().update("n", |old| {
+                let old = old.map(|o| String::from_utf8_lossy(o).into_owned());
+                seen.push(old.clone());
+                let n: i64 = old.as_deref().unwrap_or("0").parse().unwrap();
+                (n + 1).to_string().into_bytes()
+            })
+        });
+        assert_eq!(written.unwrap(), b"11");
+        assert_eq!(seen, [Some("1".to_owned()), Some("10".to_owned())]);
+        assert_eq!(host.kv_value("b", "n").as_deref(), Some(&b"11"[..]));
+    }
+
+    #[test]
+    fn increment_refuses_text() {
+        let host = MockHost::new().bucket("b").kv_insert("b", "t", "text");
+        let r = host.run(|| kv::open("b").unwrap().increment("t", 1));
+        assert!(matches!(r, Err(KvError::Other(_))));
     }
 }

@@ -7,6 +7,7 @@ mod ecommerce;
 mod edge;
 mod hardening;
 mod hostile;
+mod keyvalue;
 mod observability;
 mod orchestration;
 mod plugins;

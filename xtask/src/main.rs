@@ -88,6 +88,8 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 const TEST_TOOLS: &[(&str, &str)] = &[
     // Prometheus' own parser checks the metrics exposition.
     ("promtool", "prometheus"),
+    // The key-value tests run a real Redis.
+    ("redis-server", "redis-server"),
 ];
 
 /// Installs the Debian packages of `tools` that are missing, with apt-get (as root, or through

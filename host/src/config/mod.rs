@@ -93,6 +93,10 @@ pub struct Config {
     /// OpenTelemetry traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Key-value buckets plugins share (`wasi:keyvalue`), by name; a route entry's `buckets`
+    /// grants them.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketConfig>,
     /// The directory relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -680,6 +684,9 @@ pub struct HandlerConfig {
     /// Hosts outside the upstreams the plugin may call, exactly as written (`host` or `host:port`).
     #[serde(default)]
     pub allow_hosts: Vec<Spanned<String>>,
+    /// Key-value buckets (`[buckets.<name>]`) the plugin may open. Default none.
+    #[serde(default)]
+    pub buckets: Vec<Spanned<String>>,
     /// Sends a share of requests to another plugin, rolled back automatically if it fails.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
@@ -735,6 +742,9 @@ pub struct FilterConfig {
     /// Hosts outside the upstreams the filter may call, exactly as written (`host` or `host:port`).
     #[serde(default)]
     pub allow_hosts: Vec<Spanned<String>>,
+    /// Key-value buckets (`[buckets.<name>]`) the filter may open. Default none.
+    #[serde(default)]
+    pub buckets: Vec<Spanned<String>>,
     /// Sends a share of requests to another plugin, rolled back automatically if it fails.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
@@ -762,6 +772,8 @@ pub struct PluginEntry<'a> {
     pub upstreams: &'a [Spanned<String>],
     /// Other hosts the plugin may call.
     pub allow_hosts: &'a [Spanned<String>],
+    /// Key-value buckets the plugin may open.
+    pub buckets: &'a [Spanned<String>],
     /// The entry's canary, if any.
     pub canary: Option<&'a CanaryConfig>,
     /// Overrides of `[plugins.limits]`.
@@ -778,6 +790,7 @@ impl HandlerConfig {
             config: self.config.as_ref(),
             upstreams: &self.upstreams,
             allow_hosts: &self.allow_hosts,
+            buckets: &self.buckets,
             canary: self.canary.as_ref(),
             limits: self.limits.as_ref(),
             instances: self.instances,
@@ -793,6 +806,7 @@ impl FilterConfig {
             config: self.config.as_ref(),
             upstreams: &self.upstreams,
             allow_hosts: &self.allow_hosts,
+            buckets: &self.buckets,
             canary: self.canary.as_ref(),
             limits: self.limits.as_ref(),
             instances: self.instances,
@@ -894,6 +908,64 @@ impl Config {
             .map(|r| r.path.get_ref().as_str())
             .collect()
     }
+}
+
+/// Where a bucket's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketBackend {
+    /// In the gateway process: shared by its requests, not by other gateways.
+    Memory,
+    /// In a Redis server: shared by every gateway that uses it.
+    Redis,
+}
+
+/// `[buckets.<name>]`: one key-value bucket. Fields marked memory or redis apply to that backend
+/// only; setting one for the other backend is an error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// `memory` or `redis`. Required.
+    pub backend: Spanned<BucketBackend>,
+    /// How long a value lives after it was last written, in ms (at most ten years). Default:
+    /// until evicted (memory) or deleted (redis).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// Largest value a plugin may write, in bytes. Default 1 MiB.
+    #[serde(default = "default_bucket_max_value_bytes")]
+    pub max_value_bytes: usize,
+    /// Memory: most keys held; past it the least recently written key is evicted. Default 100000.
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+    /// Memory: most bytes of keys and values held; past it the least recently written keys are
+    /// evicted. Default 64 MiB.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// Redis: the server, `redis://[user:password@]host[:port][/db]`; may be a `${env:…}` or
+    /// `${file:…}` reference, so the password stays out of the file. Required for redis.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Redis: what every key of the bucket starts with on the server. Default
+    /// `tessera:<bucket>:`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Redis: how long one operation (connecting included) may take before it fails, in ms.
+    /// Default 250.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_bucket_max_value_bytes() -> usize {
+    1024 * 1024
+}
+
+impl BucketConfig {
+    /// Default of `max_entries`.
+    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+    /// Default of `max_bytes`.
+    pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Default of `timeout_ms`.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 250;
 }
 
 /// How a route uses a plugin, which decides the world it must implement.

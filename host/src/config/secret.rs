@@ -58,6 +58,20 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// Where it was written in the config file.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.written.span()
+    }
+}
+
+/// Equal when written the same way and resolved to the same value (reloads compare configs).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.written.get_ref() == other.written.get_ref() && self.value == other.value
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -168,13 +182,19 @@ fn resolve_value(
     Ok(())
 }
 
-/// Resolves every reference in a parsed config: `admin.token` and plugin config tables.
+/// Resolves every reference in a parsed config: `admin.token`, bucket URLs and plugin config
+/// tables.
 pub(super) fn resolve_config(
     config: &mut Config,
     resolver: &Resolver<'_>,
 ) -> Result<(), ConfigError> {
     if let Some(token) = config.admin.as_mut().and_then(|a| a.token.as_mut()) {
         token.resolve(resolver, "admin.token")?;
+    }
+    for (name, bucket) in &mut config.buckets {
+        if let Some(url) = bucket.url.as_mut() {
+            url.resolve(resolver, &format!("buckets.{name}.url"))?;
+        }
     }
     for (i, route) in config.routes.iter_mut().enumerate() {
         if let Some(table) = route.handler.as_mut().and_then(|h| h.config.as_mut()) {

@@ -6,9 +6,12 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{
-    ADMIN_TOKEN_ENV, CanaryConfig, Config, ConfigError, EntryLimits, ListenerTlsConfig,
-    PluginEntry, UpstreamConfig, valid_name,
+    ADMIN_TOKEN_ENV, BucketBackend, BucketConfig, CanaryConfig, Config, ConfigError, EntryLimits,
+    ListenerTlsConfig, PluginEntry, UpstreamConfig, valid_name,
 };
+
+/// Longest `ttl_ms` of a bucket: ten years, far below what Redis or `Instant` overflow at.
+const MAX_BUCKET_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Validates a parsed config against its source text, whose spans give the line of a key.
 pub(super) struct Validator<'a> {
@@ -208,6 +211,9 @@ impl Validator<'_> {
                 );
             }
         }
+        for (name, bucket) in &config.buckets {
+            self.check_bucket(name, bucket)?;
+        }
         let mut table = crate::router::RouterBuilder::default();
         for (i, route) in config.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -332,10 +338,107 @@ impl Validator<'_> {
         for a in entry.allow_hosts {
             self.check_host(a, format!("{key}.allow_hosts"))?;
         }
+        for b in entry.buckets {
+            if !config.buckets.contains_key(b.get_ref()) {
+                let known: Vec<&str> = config.buckets.keys().map(String::as_str).collect();
+                return self.err(
+                    b.span().start,
+                    format!("{key}.buckets"),
+                    format!(
+                        "unknown bucket `{}` (defined: {})",
+                        b.get_ref(),
+                        list_or_none(&known)
+                    ),
+                );
+            }
+        }
         if let Some(c) = entry.canary {
             self.check_canary(config, c, format!("{key}.canary"))?;
         }
         self.check_entry_limits(config, entry.limits, format!("{key}.limits"))
+    }
+
+    fn check_bucket(&self, name: &str, bucket: &BucketConfig) -> Result<(), ConfigError> {
+        let key = format!("buckets.{name}");
+        let at = bucket.backend.span().start;
+        if !valid_name(name) {
+            return self.err(at, key, "bucket names use letters, digits, '-' and '_'");
+        }
+        let only = |field: &str, backend: &str| {
+            self.err::<()>(
+                at,
+                format!("{key}.{field}"),
+                format!("applies only to backend = \"{backend}\""),
+            )
+        };
+        match bucket.backend.get_ref() {
+            BucketBackend::Memory => {
+                for (field, set) in [
+                    ("url", bucket.url.is_some()),
+                    ("prefix", bucket.prefix.is_some()),
+                    ("timeout_ms", bucket.timeout_ms.is_some()),
+                ] {
+                    if set {
+                        return only(field, "redis");
+                    }
+                }
+                for (field, value) in [
+                    ("max_entries", bucket.max_entries),
+                    ("max_bytes", bucket.max_bytes),
+                ] {
+                    if value == Some(0) {
+                        return self.err(at, format!("{key}.{field}"), "must be at least 1");
+                    }
+                }
+            }
+            BucketBackend::Redis => {
+                for (field, set) in [
+                    ("max_entries", bucket.max_entries.is_some()),
+                    ("max_bytes", bucket.max_bytes.is_some()),
+                ] {
+                    if set {
+                        return only(field, "memory");
+                    }
+                }
+                let Some(url) = &bucket.url else {
+                    return self.err(
+                        at,
+                        format!("{key}.url"),
+                        "backend = \"redis\" needs a url, e.g. \"redis://127.0.0.1:6379\"",
+                    );
+                };
+                // The message never repeats the URL: it may hold a password.
+                if !url.expose().starts_with("redis://")
+                    || redis::Client::open(url.expose()).is_err()
+                {
+                    return self.err(
+                        url.span().start,
+                        format!("{key}.url"),
+                        "is not a valid redis:// URL (redis://[user:password@]host[:port][/db])",
+                    );
+                }
+                if bucket.timeout_ms == Some(0) {
+                    return self.err(at, format!("{key}.timeout_ms"), "must be at least 1");
+                }
+                if bucket.prefix.as_ref().is_some_and(|p| p.len() > 256) {
+                    return self.err(at, format!("{key}.prefix"), "is longer than 256 bytes");
+                }
+            }
+        }
+        if bucket
+            .ttl_ms
+            .is_some_and(|t| t == 0 || t > MAX_BUCKET_TTL_MS)
+        {
+            return self.err(
+                at,
+                format!("{key}.ttl_ms"),
+                format!("must be between 1 and {MAX_BUCKET_TTL_MS} (10 years)"),
+            );
+        }
+        if bucket.max_value_bytes == 0 {
+            return self.err(at, format!("{key}.max_value_bytes"), "must be at least 1");
+        }
+        Ok(())
     }
 
     fn check_entry_limits(

@@ -29,6 +29,8 @@ pub struct CallContext {
     pub params: Arc<[(String, String)]>,
     /// What the plugin's outbound calls may do.
     pub outbound: Arc<OutboundContext>,
+    /// The key-value buckets the plugin may open.
+    pub kv: crate::kv::KvAccess,
 }
 
 /// Leaves the config out: it may hold resolved secrets.
@@ -49,10 +51,10 @@ pub(super) type CurrentLog = Arc<arc_swap::ArcSwap<LogBudget>>;
 /// Per-store data: WASI, the limiter and the request's context.
 pub struct PluginState {
     pub(super) wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(super) limiter: PluginLimiter,
-    pub(super) call: Arc<CallContext>,
-    pub(super) outbound: Outbound,
+    pub(crate) call: Arc<CallContext>,
+    pub(crate) outbound: Outbound,
     pub(super) log: CurrentLog,
     /// `pending-response` handles the guest holds; a reused instance must hold none between
     /// requests (a call of one request must not run into the next).

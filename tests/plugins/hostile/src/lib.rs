@@ -15,6 +15,7 @@
 //! | `hop-headers` | answers 200 `hello world` with hop-by-hop, framing and `host` headers the gateway must drop, and `x-kept: 1` |
 //! | `outbound-headers` | POSTs `abc` to `http://target/echo` with the same headers and returns the answer's body |
 //! | `huge-header` | calls `http://target/` with a 20 MiB header value and reports the error (`Debug`) with 200 |
+//! | `forged-bucket` | opens bucket `b`, then calls `get("k")` through every other handle number up to 32 (handles it was never given) and answers what it read |
 //! | `log-flood` | logs 1,000,000 lines at info and prints 100,000 lines to stdout, then answers 200 `done` |
 
 use serde::Deserialize;
@@ -144,6 +145,21 @@ impl Handler for Hostile {
                     println!("stdout flood line {i}");
                 }
                 Ok(Response::text(200, "done"))
+            }
+            "forged-bucket" => {
+                use tessera_sdk::__private::bindings::wasi::keyvalue::store;
+                let own = store::open("b").map_err(|e| Error::internal(format!("{e:?}")))?;
+                let mut read = Vec::new();
+                for h in (1..32u32).filter(|h| *h != own.handle()) {
+                    // A handle number the host never gave this instance.
+                    #[allow(unsafe_code)]
+                    let forged = unsafe { store::Bucket::from_handle(h) };
+                    if let Ok(Some(v)) = forged.get("k") {
+                        read.push(String::from_utf8_lossy(&v).into_owned());
+                    }
+                    std::mem::forget(forged);
+                }
+                Ok(Response::text(200, read.join(",")))
             }
             other => Err(Error::bad_request(format!("unknown mode `{other}`"))),
         }
