@@ -89,6 +89,9 @@ pub enum ConfigError {
     /// A header or parameter name that cannot work.
     #[error("{0}: {1:?} is not a valid name")]
     Name(&'static str, String),
+    /// The consumer header is also where keys are read from.
+    #[error("consumer_header: {0:?} is also in key_from")]
+    ConsumerIsKeyHeader(String),
     /// A realm that cannot be quoted in `www-authenticate`.
     #[error("realm: must be printable ASCII without '\"' or '\\'")]
     Realm,
@@ -137,6 +140,12 @@ impl Config {
         }
         if !is_token(&self.consumer_header) {
             return Err(ConfigError::Name("consumer_header", self.consumer_header));
+        }
+        let reads_consumer_header = self.key_from.iter().any(
+            |s| matches!(s, KeySource::Header(h) if h.eq_ignore_ascii_case(&self.consumer_header)),
+        );
+        if reads_consumer_header {
+            return Err(ConfigError::ConsumerIsKeyHeader(self.consumer_header));
         }
         if !self
             .realm
@@ -460,6 +469,10 @@ mod tests {
             (
                 json!({ "consumer_header": "x consumer" }),
                 "consumer_header",
+            ),
+            (
+                json!({ "consumer_header": "X-Api-Key" }),
+                "consumer_header: \"X-Api-Key\" is also in key_from",
             ),
             (
                 json!({ "keys": [{ "consumer": "a", "sha": hash }] }),

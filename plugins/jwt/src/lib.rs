@@ -30,7 +30,7 @@ use keys::{Jwks, Key, KeyConfig};
 use token::{Rejection, Rules};
 
 /// The plugin's config.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the token is read from. Default: `"bearer"` (`Authorization: Bearer <token>`).
@@ -68,6 +68,24 @@ pub struct Config {
     /// The realm in `www-authenticate`. Default: `"tessera"`.
     #[serde(default = "default_realm")]
     pub realm: String,
+}
+
+impl fmt::Debug for Config {
+    // Key material (HMAC secrets, `oct` JWKs) stays out of debug output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("token_from", &self.token_from)
+            .field("keys", &self.keys)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("require_exp", &self.require_exp)
+            .field("required_claims", &self.required_claims)
+            .field("claims_to_headers", &self.claims_to_headers)
+            .field("forward_token", &self.forward_token)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_leeway() -> u32 {
@@ -248,6 +266,10 @@ pub enum ConfigError {
     /// A realm that cannot be quoted in `www-authenticate`.
     #[error("realm: must be printable ASCII without '\"' or '\\'")]
     Realm,
+    /// A claim header that is where the token is read from: removing client copies of it
+    /// would remove the token.
+    #[error("claims_to_headers: {0:?} is the header the token is read from")]
+    TokenHeader(String),
 }
 
 impl Config {
@@ -274,6 +296,14 @@ impl Config {
         for (claim, header) in self.claims_to_headers {
             if !is_token(&header) {
                 return Err(ConfigError::HeaderName("claims_to_headers", header));
+            }
+            let token_header = match &self.token_from {
+                TokenSource::Bearer => Some("authorization"),
+                TokenSource::Header(name) => Some(name.as_str()),
+                TokenSource::Cookie(_) => Some("cookie"),
+            };
+            if token_header.is_some_and(|t| t.eq_ignore_ascii_case(&header)) {
+                return Err(ConfigError::TokenHeader(header));
             }
             headers.push((claim, header.to_ascii_lowercase()));
         }

@@ -729,6 +729,10 @@ fn bad_config_is_a_500_that_names_the_key_in_the_log() {
             json!({ "keys": [{ "alg": "HS256", "secret": SECRET }], "realm": "a\"b" }),
             "realm",
         ),
+        (
+            json!({ "keys": [{ "alg": "HS256", "secret": SECRET }], "claims_to_headers": { "sub": "Authorization" } }),
+            "\"Authorization\" is the header the token is read from",
+        ),
     ] {
         let (result, host) = run(config, bearer(&token));
         let response = result.expect_err("a bad config answers");

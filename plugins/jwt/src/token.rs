@@ -122,7 +122,7 @@ pub fn verify(
         return Err(Rejection::Malformed("not three dot-separated parts"));
     };
     let header: Header = decode_json(header_b64, "header")?;
-    if header.alg == "none" || header.alg.eq_ignore_ascii_case("none") {
+    if header.alg.eq_ignore_ascii_case("none") {
         return Err(Rejection::Unsigned);
     }
     let alg = Alg::from_name(&header.alg).ok_or(Rejection::UnsupportedAlg(header.alg.clone()))?;
