@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
+mod auth_plugins;
 mod boundary;
 mod compression;
 mod config;

@@ -85,6 +85,8 @@ pub fn plugins_section() -> String {
     );
     for (name, package) in [
         ("headers", "tessera-plugin-headers"),
+        ("jwt", "tessera-plugin-jwt"),
+        ("api-key", "tessera-plugin-api-key"),
         ("hello", "tessera-example-hello"),
         ("order-details", "tessera-example-order-details"),
         ("order-history", "tessera-example-order-history"),
