@@ -11,6 +11,7 @@ mod keyvalue;
 mod observability;
 mod orchestration;
 mod plugins;
+mod probes;
 mod proxy;
 mod reload;
 mod server;
