@@ -166,7 +166,11 @@ fn manifests_pass_the_kubernetes_schemas() {
         .collect();
     assert!(others.is_empty(), "kubernetes-validate said:\n{report}");
     let all = resources();
-    assert_eq!(passed, all.len(), "not every resource was validated:\n{report}");
+    assert_eq!(
+        passed,
+        all.len(),
+        "not every resource was validated:\n{report}"
+    );
     let kinds: BTreeSet<&str> = all.iter().filter_map(|r| r["kind"].as_str()).collect();
     for kind in [
         "ConfigMap",
@@ -214,13 +218,13 @@ fn shipped_config_is_valid_and_keeps_secrets_out() {
     assert_eq!(config.server.listen, "0.0.0.0:8080".parse().unwrap());
     let admin = config.admin.as_ref().expect("[admin]");
     assert_eq!(admin.listen, "0.0.0.0:8081".parse().unwrap());
-    assert_eq!(
-        admin.token.as_ref().map(|t| t.expose()),
-        Some(ADMIN_TOKEN)
-    );
+    assert_eq!(admin.token.as_ref().map(|t| t.expose()), Some(ADMIN_TOKEN));
     assert_eq!(config.metrics.listen, Some("0.0.0.0:9090".parse().unwrap()));
     assert_eq!(config.access_log.format, AccessLogFormat::Json);
-    assert_eq!(config.access_log.path, None, "the access log goes to stdout");
+    assert_eq!(
+        config.access_log.path, None,
+        "the access log goes to stdout"
+    );
     let bucket = &config.buckets["ratelimit"];
     assert_eq!(*bucket.backend.get_ref(), BucketBackend::Redis);
     assert_eq!(bucket.url.as_ref().map(|u| u.expose()), Some(REDIS_URL));
@@ -240,7 +244,10 @@ fn shipped_config_is_valid_and_keeps_secrets_out() {
         .expect_err("a config whose secret is missing is refused");
         assert!(err.to_string().contains(missing), "{err}");
     }
-    assert!(!text.contains("redis://"), "a Redis URL written in the config");
+    assert!(
+        !text.contains("redis://"),
+        "a Redis URL written in the config"
+    );
 }
 
 /// The one container of the Deployment.
@@ -372,7 +379,11 @@ fn deployment_agrees_with_the_shipped_config() {
         .iter()
         .map(|e| (text_of(&e["name"]), e))
         .collect();
-    for name in text.split("${env:").skip(1).filter_map(|s| s.split('}').next()) {
+    for name in text
+        .split("${env:")
+        .skip(1)
+        .filter_map(|s| s.split('}').next())
+    {
         let var = env
             .get(name)
             .unwrap_or_else(|| panic!("the config reads ${{env:{name}}}; the pod does not set it"));
@@ -632,7 +643,10 @@ fn systemd_unit_passes_systemd_analyze_verify() {
                 .split_whitespace()
                 .next()
                 .unwrap_or_default();
-            assert!(program.starts_with('/'), "{key}: `{program}` is not absolute");
+            assert!(
+                program.starts_with('/'),
+                "{key}: `{program}` is not absolute"
+            );
             let stand_in = root.join(program.trim_start_matches('/'));
             std::fs::create_dir_all(stand_in.parent().unwrap()).unwrap();
             std::fs::write(&stand_in, "#!/bin/sh\nexit 0\n").unwrap();

@@ -162,7 +162,10 @@ async fn readiness_fails_as_soon_as_shutdown_starts_while_requests_drain() {
             }
         }
     };
-    assert!(!in_flight.is_finished(), "probe failed only after: {refused}");
+    assert!(
+        !in_flight.is_finished(),
+        "probe failed only after: {refused}"
+    );
 
     release.send(true).unwrap();
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), in_flight)

@@ -127,7 +127,8 @@ fn ensure_kubernetes_validate() -> anyhow::Result<PathBuf> {
     install
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .arg(KUBERNETES_VALIDATE);
-    run(install).with_context(|| format!("the deploy tests need: pip install {KUBERNETES_VALIDATE}"))?;
+    run(install)
+        .with_context(|| format!("the deploy tests need: pip install {KUBERNETES_VALIDATE}"))?;
     if !tool.is_file() {
         bail!("{KUBERNETES_VALIDATE} installed no {}", tool.display());
     }
