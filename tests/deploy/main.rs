@@ -371,7 +371,7 @@ fn deployment_agrees_with_the_shipped_config() {
     assert!(volume(&cache["name"])["emptyDir"].is_object());
 
     // Environment: every `${env:NAME}` of the config is set, from keys the Secret has.
-    let text = shipped_config_text();
+    let toml = shipped_config_text();
     let secret = resource("Secret", "tessera-secrets");
     let env: BTreeMap<&str, &Value> = c["env"]
         .as_array()
@@ -379,7 +379,7 @@ fn deployment_agrees_with_the_shipped_config() {
         .iter()
         .map(|e| (text_of(&e["name"]), e))
         .collect();
-    for name in text
+    for name in toml
         .split("${env:")
         .skip(1)
         .filter_map(|s| s.split('}').next())
