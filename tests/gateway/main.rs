@@ -12,6 +12,7 @@ mod keyvalue;
 mod observability;
 mod orchestration;
 mod plugins;
+mod probes;
 mod proxy;
 mod reload;
 mod server;
