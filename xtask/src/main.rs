@@ -254,9 +254,14 @@ fn test() -> anyhow::Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    // The scale-out test runs the gateway as users do, as separate `tessera` processes.
+    let mut binary = cargo();
+    binary.args(["build", "-p", "tessera", "--bin", "tessera"]);
+    run(binary)?;
     let mut test = cargo();
     test.args(["test", "--workspace"])
         .env("TESSERA_PLUGIN_DIR", &plugins)
+        .env("TESSERA_BIN", target_dir().join("debug").join("tessera"))
         .env("TESSERA_KUBERNETES_VALIDATE", &kubernetes_validate);
     run_tests(test)
 }
