@@ -91,10 +91,7 @@ fn run_logs_plain_text_to_a_pipe_writes_access_lines_and_stops_on_sigterm() {
     while let Ok(line) = stderr.recv_timeout(Duration::from_secs(5)) {
         log.push(line);
     }
-    assert!(
-        log.iter().any(|l| l.contains("shutting down")),
-        "{log:#?}"
-    );
+    assert!(log.iter().any(|l| l.contains("shutting down")), "{log:#?}");
     for line in &log {
         assert!(!line.contains('\u{1b}'), "colour codes on a pipe: {line:?}");
     }
