@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
 mod boundary;
+mod cache;
 mod compression;
 mod config;
 mod ecommerce;
@@ -12,6 +13,7 @@ mod observability;
 mod orchestration;
 mod plugins;
 mod proxy;
+mod ratelimit;
 mod reload;
 mod server;
 mod tls;

@@ -85,6 +85,8 @@ pub fn plugins_section() -> String {
     );
     for (name, package) in [
         ("headers", "tessera-plugin-headers"),
+        ("rate-limit", "tessera-plugin-rate-limit"),
+        ("cache", "tessera-plugin-cache"),
         ("hello", "tessera-example-hello"),
         ("order-details", "tessera-example-order-details"),
         ("order-history", "tessera-example-order-history"),

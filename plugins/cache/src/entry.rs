@@ -96,7 +96,9 @@ impl Entry {
         let mut headers = Vec::with_capacity(usize::from(count).min(256));
         for _ in 0..count {
             let len = u16::from_be_bytes(r.array()?);
-            let name = std::str::from_utf8(r.take(usize::from(len))?).ok()?.to_owned();
+            let name = std::str::from_utf8(r.take(usize::from(len))?)
+                .ok()?
+                .to_owned();
             let len = u32::from_be_bytes(r.array()?);
             let value = r.take(usize::try_from(len).ok()?)?.to_vec();
             headers.push((name, value));

@@ -205,8 +205,7 @@ pub fn freshness(
         return Err("it sets a cookie");
     }
     // A shared cache stores answers to authorized requests only when told it may.
-    if authorized && !(has(&cc, "public") || has(&cc, "s-maxage") || has(&cc, "must-revalidate"))
-    {
+    if authorized && !(has(&cc, "public") || has(&cc, "s-maxage") || has(&cc, "must-revalidate")) {
         return Err("the request carried authorization");
     }
     let ttl = seconds(&cc, "s-maxage")

@@ -39,7 +39,9 @@ fn get(path: &str) -> Request {
 fn a_miss_is_stored_and_the_next_request_is_a_hit() {
     let host = host(json!({ "bucket": "c", "default_ttl_secs": 60 }));
     let (first, called) = exchange(&host, get("/a"), T0, || {
-        ok("one").with_header("set-cookie-not", "x").with_header("connection", "close")
+        ok("one")
+            .with_header("set-cookie-not", "x")
+            .with_header("connection", "close")
     });
     assert!(called);
     assert_eq!(first.header("x-cache"), Some("miss"));
@@ -48,7 +50,10 @@ fn a_miss_is_stored_and_the_next_request_is_a_hit() {
     assert_eq!(second.header("x-cache"), Some("hit"));
     assert_eq!(second.header("age"), Some("5"));
     assert_eq!(second.text_body(), "one");
-    assert_eq!(second.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        second.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert_eq!(second.header("connection"), None);
 }
 
@@ -117,7 +122,10 @@ fn only_configured_statuses_and_sizes_are_stored() {
         "bucket": "c", "default_ttl_secs": 60, "statuses": [200, 404], "max_body_bytes": 4
     }));
     exchange(&host, get("/missing"), T0, || Response::text(404, "nope"));
-    assert_eq!(exchange(&host, get("/missing"), T0, || ok("x")).0.status(), 404);
+    assert_eq!(
+        exchange(&host, get("/missing"), T0, || ok("x")).0.status(),
+        404
+    );
     exchange(&host, get("/error"), T0, || Response::text(500, "oops"));
     assert!(exchange(&host, get("/error"), T0, || ok("x")).1);
     exchange(&host, get("/big"), T0, || ok("12345"));
@@ -131,7 +139,9 @@ fn a_body_the_filter_cannot_see_is_not_stored() {
     assert_eq!(response.header("x-cache"), Some("miss"));
     assert!(exchange(&host, get("/a"), T0, || ok("x")).1);
     assert!(
-        host.logs().iter().any(|l| l.message.contains("buffer_body")),
+        host.logs()
+            .iter()
+            .any(|l| l.message.contains("buffer_body")),
         "{:?}",
         host.logs()
     );
@@ -143,23 +153,37 @@ fn query_and_vary_headers_separate_entries() {
     exchange(&host, get("/a?x=1"), T0, || ok("x1"));
     assert!(exchange(&host, get("/a?x=2"), T0, || ok("x2")).1);
     assert!(exchange(&host, get("/a"), T0, || ok("none")).1);
-    assert_eq!(exchange(&host, get("/a?x=1"), T0, || ok("?")).0.text_body(), "x1");
-    assert_eq!(exchange(&host, get("/a"), T0, || ok("?")).0.text_body(), "none");
+    assert_eq!(
+        exchange(&host, get("/a?x=1"), T0, || ok("?")).0.text_body(),
+        "x1"
+    );
+    assert_eq!(
+        exchange(&host, get("/a"), T0, || ok("?")).0.text_body(),
+        "none"
+    );
 
     let lang = |l: &str| get("/l").with_header("accept-language", l);
     exchange(&host, lang("en"), T0, || {
         ok("hello").with_header("vary", "Accept-Language")
     });
     exchange(&host, lang("fr"), T0, || ok("bonjour"));
-    assert_eq!(exchange(&host, lang("en"), T0, || ok("?")).0.text_body(), "hello");
-    assert_eq!(exchange(&host, lang("fr"), T0, || ok("?")).0.text_body(), "bonjour");
+    assert_eq!(
+        exchange(&host, lang("en"), T0, || ok("?")).0.text_body(),
+        "hello"
+    );
+    assert_eq!(
+        exchange(&host, lang("fr"), T0, || ok("?")).0.text_body(),
+        "bonjour"
+    );
     assert!(exchange(&host, get("/l"), T0, || ok("none")).1);
 }
 
 #[test]
 fn head_reads_get_entries_but_never_stores() {
     let host = host(json!({ "bucket": "c", "default_ttl_secs": 60 }));
-    exchange(&host, Request::new("HEAD", "/a"), T0, || Response::new(200).with_body(""));
+    exchange(&host, Request::new("HEAD", "/a"), T0, || {
+        Response::new(200).with_body("")
+    });
     assert!(exchange(&host, get("/a"), T0, || ok("body")).1);
     let (hit, called) = exchange(&host, Request::new("HEAD", "/a"), T0, || ok("x"));
     assert!(!called);
@@ -183,7 +207,10 @@ fn request_no_cache_revalidates_and_no_store_skips_the_cache() {
     let (fresh, called) = exchange(&host, refresh, T0, || ok("new"));
     assert!(called);
     assert_eq!(fresh.text_body(), "new");
-    assert_eq!(exchange(&host, get("/a"), T0, || ok("?")).0.text_body(), "new");
+    assert_eq!(
+        exchange(&host, get("/a"), T0, || ok("?")).0.text_body(),
+        "new"
+    );
     let pragma = get("/a").with_header("pragma", "no-cache");
     assert!(exchange(&host, pragma, T0, || ok("newer")).1);
 
@@ -211,7 +238,10 @@ fn a_failing_bucket_never_fails_the_request() {
     host.bucket_down("c", true);
     let (response, called) = exchange(&host, get("/a"), T0, || ok("v"));
     assert!(called);
-    assert_eq!((response.status(), response.header("x-cache")), (200, Some("miss")));
+    assert_eq!(
+        (response.status(), response.header("x-cache")),
+        (200, Some("miss"))
+    );
     host.bucket_down("c", false);
     exchange(&host, get("/a"), T0, || ok("v"));
     assert!(!exchange(&host, get("/a"), T0, || ok("x")).1);
@@ -240,7 +270,10 @@ fn keys_stay_short_for_long_requests() {
 fn bad_config_is_a_500_naming_the_problem_in_the_log() {
     for (config, needle) in [
         (json!({ "bucket": "c", "statuses": [99] }), "statuses"),
-        (json!({ "bucket": "c", "vary": ["bad header"] }), "bad header"),
+        (
+            json!({ "bucket": "c", "vary": ["bad header"] }),
+            "bad header",
+        ),
         (json!({ "bucket": "c", "ttl": 5 }), "ttl"),
         (json!({}), "bucket"),
     ] {
@@ -261,7 +294,10 @@ fn bad_config_is_a_500_naming_the_problem_in_the_log() {
 #[test]
 fn through_the_filter_trait() {
     let host = host(json!({ "bucket": "c", "default_ttl_secs": 60 }));
-    assert!(matches!(host.on_request::<Cache>(get("/a")), Action::Continue(_)));
+    assert!(matches!(
+        host.on_request::<Cache>(get("/a")),
+        Action::Continue(_)
+    ));
     let response = host.on_response::<Cache>(ok("v"));
     assert_eq!(response.header("x-cache"), Some("miss"));
     let Action::Respond(hit) = host.on_request::<Cache>(get("/a")) else {

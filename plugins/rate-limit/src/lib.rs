@@ -290,7 +290,9 @@ pub fn count(
                 // what was let through. If taking it back fails the count stays high, which
                 // errs on the side of limiting.
                 if let Err(e) = bucket.increment(&key, -1) {
-                    log::warn(format!("rate-limit: could not uncount a refused request: {e}"));
+                    log::warn(format!(
+                        "rate-limit: could not uncount a refused request: {e}"
+                    ));
                 }
                 sliding_wait_ms(limit, previous, count.saturating_sub(1), elapsed, window_ms)
             };

@@ -46,7 +46,10 @@ fn exactly_limit_requests_pass_then_429_with_headers() {
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.header("retry-after"), Some("50"));
     assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(refused.header("ratelimit-policy"), Some("\"default\";q=3;w=60"));
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"default\";q=3;w=60")
+    );
     assert_eq!(refused.header("ratelimit"), Some("\"default\";r=0;t=50"));
     let body: serde_json::Value = serde_json::from_slice(refused.body().unwrap()).unwrap();
     assert_eq!(body["error"], "too_many_requests");
@@ -81,7 +84,8 @@ fn keys_are_counted_apart() {
 
 #[test]
 fn a_shared_scope_shares_counters_across_routes() {
-    let config = json!({ "bucket": "rl", "limit": 1, "window_secs": 60, "key": [], "scope": "api" });
+    let config =
+        json!({ "bucket": "rl", "limit": 1, "window_secs": 60, "key": [], "scope": "api" });
     let one = host(config.clone());
     at(&one, get(), T0).unwrap();
     let two = one.clone().route("/elsewhere");
@@ -103,7 +107,11 @@ fn a_missing_header_is_empty_or_rejected() {
     }));
     let refused = at(&strict, get(), T0).unwrap_err();
     assert_eq!(refused.status(), 400);
-    assert!(refused.text_body().contains("x-api-key"), "{}", refused.text_body());
+    assert!(
+        refused.text_body().contains("x-api-key"),
+        "{}",
+        refused.text_body()
+    );
 }
 
 #[test]
@@ -115,7 +123,9 @@ fn the_client_is_the_rightmost_forwarded_address() {
     at(&host, from("198.51.100.1, 203.0.113.9"), T0).unwrap();
     // Spoofed entries to the left do not change the key.
     assert_eq!(
-        at(&host, from("192.0.2.1, 203.0.113.9"), T0).unwrap_err().status(),
+        at(&host, from("192.0.2.1, 203.0.113.9"), T0)
+            .unwrap_err()
+            .status(),
         429
     );
     at(&host, from("203.0.113.9, 203.0.113.10"), T0).expect("another client");
@@ -152,7 +162,9 @@ fn an_unavailable_bucket_fails_open_or_closed() {
     assert_eq!(refused.header("retry-after"), Some("1"));
 
     let ungranted = MockHost::new()
-        .config(json!({ "bucket": "rl", "limit": 1, "window_secs": 60, "key": [], "fail": "closed" }))
+        .config(
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 60, "key": [], "fail": "closed" }),
+        )
         .ungranted_bucket("rl");
     assert_eq!(at(&ungranted, get(), T0).unwrap_err().status(), 503);
 }
@@ -177,7 +189,9 @@ fn sliding_weighs_the_previous_window() {
     assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
     // Refused requests are not counted.
     let key = {
-        let id = host.run(|| identity(&Config::load().unwrap(), &get())).unwrap();
+        let id = host
+            .run(|| identity(&Config::load().unwrap(), &get()))
+            .unwrap();
         counter_key(&id, (T0 + 15_000) / 10_000)
     };
     assert_eq!(host.kv_value("rl", &key).as_deref(), Some(&b"5"[..]));
@@ -224,12 +238,30 @@ fn allowed_headers_are_optional_and_tied_to_their_request() {
 #[test]
 fn bad_config_is_a_500_naming_the_problem_in_the_log() {
     for (config, needle) in [
-        (json!({ "bucket": "rl", "limit": 0, "window_secs": 60, "key": [] }), "limit"),
-        (json!({ "bucket": "rl", "limit": 1, "window_secs": 0, "key": [] }), "window_secs"),
-        (json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": ["cookie:a"] }), "cookie:a"),
-        (json!({ "bucket": "rl", "limit": 1, "window_secs": 1 }), "key"),
-        (json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": [], "limt": 2 }), "limt"),
-        (json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": [], "fail": "maybe" }), "maybe"),
+        (
+            json!({ "bucket": "rl", "limit": 0, "window_secs": 60, "key": [] }),
+            "limit",
+        ),
+        (
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 0, "key": [] }),
+            "window_secs",
+        ),
+        (
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": ["cookie:a"] }),
+            "cookie:a",
+        ),
+        (
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 1 }),
+            "key",
+        ),
+        (
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": [], "limt": 2 }),
+            "limt",
+        ),
+        (
+            json!({ "bucket": "rl", "limit": 1, "window_secs": 1, "key": [], "fail": "maybe" }),
+            "maybe",
+        ),
     ] {
         let host = host(config);
         let refused = at(&host, get(), T0).unwrap_err();
