@@ -363,9 +363,15 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Header fields for the response of the request this instance is serving.
+#[derive(Debug)]
+struct Pending {
+    request_id: String,
+    fields: Vec<(String, String)>,
+}
+
 thread_local! {
-    /// Header fields for the response of the request this instance is serving, with its id.
-    static PENDING: RefCell<Option<(String, Vec<(String, String)>)>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
 }
 
 /// Decides on `request` at `now_ms`: the request to pass on, or the answer.
@@ -406,7 +412,12 @@ pub fn limit_request(request: Request, now_ms: u64) -> Result<Action, Error> {
         return Ok(Action::Respond(response));
     }
     if config.headers_on_allowed {
-        PENDING.with(|p| *p.borrow_mut() = Some((context::request_id(), fields)));
+        PENDING.with(|p| {
+            *p.borrow_mut() = Some(Pending {
+                request_id: context::request_id(),
+                fields,
+            });
+        });
     }
     Ok(Action::Continue(request))
 }
@@ -414,10 +425,10 @@ pub fn limit_request(request: Request, now_ms: u64) -> Result<Action, Error> {
 /// Adds the fields counted in `on_request` of this same request, if any.
 pub fn annotate_response(mut response: Response) -> Response {
     let pending = PENDING.with(|p| p.borrow_mut().take());
-    if let Some((request_id, fields)) = pending
-        && request_id == context::request_id()
+    if let Some(pending) = pending
+        && pending.request_id == context::request_id()
     {
-        for (name, value) in fields {
+        for (name, value) in pending.fields {
             response.headers_mut().set(&name, value);
         }
     }
