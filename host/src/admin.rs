@@ -10,6 +10,10 @@
 //! | `GET /admin/ready` | config and plugins loaded |
 //! | `GET /metrics` | Prometheus metrics (unless `metrics.enabled = false`) |
 //!
+//! `metrics.listen`, when set, is a second listener without a token that serves `GET /metrics`
+//! and the probes `GET /admin/health` and `GET /admin/ready` (plain bodies, no counters), for
+//! scrapers and orchestrators that cannot send a bearer token.
+//!
 //! The listener serves TLS when `[admin.tls]` is set (handshake in the connection's task).
 //! It has the gateway listener's header limits and header read timeout, its own
 //! connection cap (`admin.max_connections`), and a body read timeout; an upload's name and
@@ -100,8 +104,10 @@ pub async fn serve(
     }
 }
 
-/// Serves `GET /metrics` alone, without a token, on `metrics.listen` until `shutdown` turns
-/// true. For scrapers on a private network; everything else is 404.
+/// Serves `GET /metrics` and the probes `GET /admin/health` and `GET /admin/ready` (bodies
+/// without detail), without a token, on `metrics.listen` until `shutdown` turns true. For
+/// scrapers and orchestrators' probes on a private network; everything else is 404. It stops
+/// accepting as soon as a shutdown starts, so readiness fails while requests drain.
 pub async fn serve_metrics(
     listener: TcpListener,
     live: Arc<Live>,
@@ -130,10 +136,20 @@ pub async fn serve_metrics(
         let service = service_fn(move |req: Request<Incoming>| {
             let response = match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => metrics_response(&live, &req),
-                (_, "/metrics") => method_not_allowed(&[Method::GET]),
+                // Probes for orchestrators that cannot send a token; they reveal nothing the
+                // admin API's versions do (no counters, no refusal reasons).
+                (&Method::GET, "/admin/health") => {
+                    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+                }
+                (&Method::GET, "/admin/ready") => {
+                    json_response(StatusCode::OK, &json!({ "status": "ready" }))
+                }
+                (_, "/metrics" | "/admin/health" | "/admin/ready") => {
+                    method_not_allowed(&[Method::GET])
+                }
                 _ => json_response(
                     StatusCode::NOT_FOUND,
-                    &json!({ "error": "only /metrics is served here" }),
+                    &json!({ "error": "only /metrics, /admin/health and /admin/ready are served here" }),
                 ),
             };
             async move { Ok::<_, Infallible>(response) }

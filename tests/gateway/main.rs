@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway, real local upstreams, plugins built from source.
 
+mod auth_plugins;
 mod boundary;
 mod cache;
 mod compression;
@@ -12,6 +13,7 @@ mod keyvalue;
 mod observability;
 mod orchestration;
 mod plugins;
+mod probes;
 mod proxy;
 mod ratelimit;
 mod reload;

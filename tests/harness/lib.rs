@@ -85,6 +85,8 @@ pub fn plugins_section() -> String {
     );
     for (name, package) in [
         ("headers", "tessera-plugin-headers"),
+        ("jwt", "tessera-plugin-jwt"),
+        ("api-key", "tessera-plugin-api-key"),
         ("rate-limit", "tessera-plugin-rate-limit"),
         ("cache", "tessera-plugin-cache"),
         ("hello", "tessera-example-hello"),

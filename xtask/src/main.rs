@@ -1,6 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //! - `demo`: installs the wasm32-wasip2 target if missing, builds the plugins, runs the demo;
-//! - `test`: everything CI runs: fmt check, clippy, plugins, all tests;
+//! - `test`: everything CI runs: fmt check, clippy, plugins, all tests (it installs the tools the
+//!   tests run: Debian packages with apt-get, the Kubernetes schema checker in
+//!   `target/tools/venv`);
 //! - `soak [seconds]`: normal traffic with 1 % hostile requests (default 60 s);
 //! - `bench`: the benchmarks (release build): per-request plugin cost (criterion, results in
 //!   `target/criterion`) and the order-details load test against a native aggregator;
@@ -90,7 +92,50 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // The key-value tests run a real Redis.
     ("redis-server", "redis-server"),
+    // The deploy tests check the systemd unit with `systemd-analyze verify`.
+    ("systemd-analyze", "systemd"),
+    // The deploy tests' schema checker runs in a Python virtual environment.
+    ("python3", "python3"),
 ];
+
+/// The Kubernetes schema checker the deploy tests run (PyPI; it bundles the schemas of each
+/// Kubernetes version, so it works offline). Pinned: a new version is a deliberate change.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Creates `target/tools/venv` with the pinned Kubernetes schema checker, once: later runs find
+/// the stamp naming the same pin and do nothing. Returns the checker's path.
+fn ensure_kubernetes_validate() -> anyhow::Result<PathBuf> {
+    let venv = target_dir().join("tools").join("venv");
+    let bin = venv.join("bin");
+    let tool = bin.join("kubernetes-validate");
+    let stamp = venv.join("tessera-installed");
+    if tool.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == KUBERNETES_VALIDATE) {
+        return Ok(tool);
+    }
+    // Debian splits `venv` (and the pip it bootstraps) into python3-venv.
+    let has_venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_venv {
+        apt_install(&["python3-venv"])?;
+    }
+    let mut create = Command::new("python3");
+    create.args(["-m", "venv", "--clear"]).arg(&venv);
+    run(create).context("creating the Python environment of the deploy tests")?;
+    let mut install = Command::new(bin.join("pip"));
+    install
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(KUBERNETES_VALIDATE);
+    run(install)
+        .with_context(|| format!("the deploy tests need: pip install {KUBERNETES_VALIDATE}"))?;
+    if !tool.is_file() {
+        bail!("{KUBERNETES_VALIDATE} installed no {}", tool.display());
+    }
+    std::fs::write(&stamp, KUBERNETES_VALIDATE)
+        .with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(tool)
+}
 
 /// Installs the Debian packages of `tools` that are missing, with apt-get (as root, or through
 /// sudo). Fails, naming the command, where that is not possible: a test that needs a tool is
@@ -101,6 +146,12 @@ fn ensure_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
         .filter(|(tool, _)| !on_path(tool))
         .map(|(_, package)| *package)
         .collect();
+    apt_install(&missing)
+}
+
+/// Installs Debian packages with apt-get (as root, or through sudo); nothing when `missing` is
+/// empty.
+fn apt_install(missing: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -122,7 +173,7 @@ fn ensure_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     let install = format!("apt-get install -y {}", missing.join(" "));
     run(apt(&["update", "-q"])).with_context(|| format!("the tests need: {install}"))?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(&missing);
+    args.extend(missing);
     run(apt(&args)).with_context(|| format!("the tests need: {install}"))
 }
 
@@ -188,6 +239,7 @@ fn ensure_components() -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     ensure_components()?;
     ensure_tools(TEST_TOOLS)?;
+    let kubernetes_validate = ensure_kubernetes_validate()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
@@ -204,7 +256,8 @@ fn test() -> anyhow::Result<()> {
     run(clippy)?;
     let mut test = cargo();
     test.args(["test", "--workspace"])
-        .env("TESSERA_PLUGIN_DIR", &plugins);
+        .env("TESSERA_PLUGIN_DIR", &plugins)
+        .env("TESSERA_KUBERNETES_VALIDATE", &kubernetes_validate);
     run_tests(test)
 }
 
