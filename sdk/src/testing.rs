@@ -61,6 +61,8 @@ struct State {
 #[derive(Debug, Default)]
 struct MockBucketData {
     granted: bool,
+    /// Every operation fails like a store that is down (`Other`) while this is set.
+    down: bool,
     data: BTreeMap<String, Vec<u8>>,
     /// Written by "another writer" just before the next compare-and-swap of the key.
     races: HashMap<String, Vec<u8>>,
@@ -201,6 +203,16 @@ impl MockHost {
             .entry(name.to_owned())
             .or_default();
         self
+    }
+
+    /// Makes every operation on the declared bucket `bucket` fail (`true`) with
+    /// `KvError::Other`, as a Redis bucket does while Redis is down or too slow, or work again
+    /// (`false`). Opening it still succeeds, as on the gateway. Its data is kept.
+    ///
+    /// # Panics
+    /// If the bucket was not declared.
+    pub fn bucket_down(&self, bucket: &str, down: bool) {
+        self.declared(bucket, |b| b.down = down);
     }
 
     /// Stores `value` under `key` in the declared bucket `bucket`.
@@ -384,6 +396,9 @@ impl MockHost {
         }
         let mut state = self.state.borrow_mut();
         match state.buckets.get_mut(bucket) {
+            Some(b) if b.granted && b.down => Err(WitKvError::Other(format!(
+                "bucket `{bucket}` is unavailable"
+            ))),
             Some(b) if b.granted => f(b),
             _ => Err(WitKvError::AccessDenied),
         }
@@ -564,6 +579,20 @@ mod tests {
         assert_eq!(written.unwrap(), b"11");
         assert_eq!(seen, [Some("1".to_owned()), Some("10".to_owned())]);
         assert_eq!(host.kv_value("b", "n").as_deref(), Some(&b"11"[..]));
+    }
+
+    #[test]
+    fn a_bucket_that_is_down_fails_every_operation_and_recovers() {
+        let host = MockHost::new().bucket("b").kv_insert("b", "k", "v");
+        host.bucket_down("b", true);
+        host.run(|| {
+            let b = kv::open("b").unwrap();
+            assert!(matches!(b.get("k"), Err(KvError::Other(_))));
+            assert!(matches!(b.increment("n", 1), Err(KvError::Other(_))));
+        });
+        host.bucket_down("b", false);
+        let v = host.run(|| kv::open("b").unwrap().get("k"));
+        assert_eq!(v.unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]

@@ -143,3 +143,38 @@ fn order_ids(history: &serde_json::Value) -> Vec<u64> {
         .map(|o| o["id"].as_u64().unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn order_details_behind_the_cache_as_in_the_demo() {
+    let services = tessera_ecommerce_services::start_all(Duration::ZERO)
+        .await
+        .unwrap();
+    // The demo's `[buckets.cache]` and the cache filter of its `/api/orders/{id}` route.
+    let gw = gateway(&format!(
+        "{}[buckets.cache]\nbackend = \"memory\"\nttl_ms = 60000\n\
+         [[routes]]\npath = \"/api/orders/{{id}}\"\nmethods = [\"GET\"]\n\
+         handler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n\
+         [[routes.filters]]\nplugin = \"cache\"\nbuckets = [\"cache\"]\nbuffer_body = true\n\
+         config = {{ bucket = \"cache\", default_ttl_secs = 10 }}\n",
+        services.upstreams_toml()
+    ))
+    .await;
+    let first = get(&gw, "/api/orders/1001").await;
+    assert_eq!(
+        (first.status, first.header("x-cache")),
+        (StatusCode::OK, Some("miss"))
+    );
+    let second = get(&gw, "/api/orders/1001").await;
+    assert_eq!(second.header("x-cache"), Some("hit"));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(second.json(), first.json());
+    // A 404 is not stored.
+    for _ in 0..2 {
+        let missing = get(&gw, "/api/orders/4242").await;
+        assert_eq!(
+            (missing.status, missing.header("x-cache")),
+            (StatusCode::NOT_FOUND, Some("miss"))
+        );
+    }
+    gw.shutdown().await;
+}

@@ -2,6 +2,7 @@
 
 mod auth_plugins;
 mod boundary;
+mod cache;
 mod compression;
 mod config;
 mod ecommerce;
@@ -14,6 +15,7 @@ mod orchestration;
 mod plugins;
 mod probes;
 mod proxy;
+mod ratelimit;
 mod reload;
 mod server;
 mod tls;

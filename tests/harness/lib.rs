@@ -87,6 +87,8 @@ pub fn plugins_section() -> String {
         ("headers", "tessera-plugin-headers"),
         ("jwt", "tessera-plugin-jwt"),
         ("api-key", "tessera-plugin-api-key"),
+        ("rate-limit", "tessera-plugin-rate-limit"),
+        ("cache", "tessera-plugin-cache"),
         ("hello", "tessera-example-hello"),
         ("order-details", "tessera-example-order-details"),
         ("order-history", "tessera-example-order-history"),

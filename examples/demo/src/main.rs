@@ -57,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  curl -s http://{addr}/api/users/1/orders?limit=2 # a user's orders with their products"
     );
+    println!(
+        "  curl -si http://{addr}/api/orders/1001 | grep x-cache   # again within 10 s: a cache hit"
+    );
     println!("  curl -s http://{addr}/api/orders/4242            # 404: no such order");
     println!(
         "  curl -s http://{addr}/orders/1001                # the orders service alone, proxied"
@@ -90,9 +93,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Plugin crates the demo serves, and the names routes know them by.
-const PLUGINS: [(&str, &str); 4] = [
+const PLUGINS: [(&str, &str); 5] = [
     ("hello", "tessera_example_hello"),
     ("headers", "tessera_plugin_headers"),
+    ("cache", "tessera_plugin_cache"),
     ("order-details", "tessera_example_order_details"),
     ("order-history", "tessera_example_order_history"),
 ];
