@@ -30,6 +30,7 @@ fn call_context() -> CallContext {
         request_id: "bench".into(),
         route: "/hello/{name}".into(),
         params: vec![("name".to_owned(), "bench".to_owned())].into(),
+        client: std::net::Ipv4Addr::LOCALHOST.into(),
         outbound: Arc::new(OutboundContext {
             plugin: "hello".into(),
             metrics: Default::default(),

@@ -37,6 +37,8 @@ pub struct RequestInfo {
     pub request_id: Arc<str>,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's IP as plugins see it: the forwarded one behind a trusted proxy.
+    pub client_ip: std::net::IpAddr,
     /// Path parameters of the matched route.
     pub params: Arc<[(String, String)]>,
     /// The request's trace context (the client's `traceparent`, or one the gateway started).
@@ -181,6 +183,7 @@ async fn instantiate(
         request_id: Arc::clone(&info.request_id),
         route: Arc::clone(&route.pattern),
         params: Arc::clone(&info.params),
+        client: info.client_ip,
         outbound: Arc::new(OutboundContext {
             plugin: Arc::from(name),
             metrics: Arc::clone(runtime.engine.metrics()),

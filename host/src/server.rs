@@ -484,6 +484,7 @@ async fn route(
     let info = RequestInfo {
         request_id: observed.request_id,
         client: peer.addr,
+        client_ip: peer.client,
         params: matched.params.into(),
         traceparent: observed.traceparent,
         trace: observed.trace,

@@ -47,6 +47,9 @@ mod imp {
     pub fn route() -> String {
         context::route()
     }
+    pub fn client_address() -> String {
+        context::client_address()
+    }
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
         http_client::send(request)
     }
@@ -133,6 +136,9 @@ mod imp {
     }
     pub fn route() -> String {
         with_mock(|m| m.current_route())
+    }
+    pub fn client_address() -> String {
+        with_mock(|m| m.current_client_address())
     }
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
         with_mock(|m| {

@@ -98,6 +98,14 @@ pub mod context {
     pub fn route() -> String {
         host::route()
     }
+
+    /// The client's IP address: the connection's peer, or the address a trusted proxy
+    /// forwarded (the gateway's `server.trusted_proxies`). A client cannot forge it.
+    pub fn client_address() -> std::net::IpAddr {
+        let text = host::client_address();
+        text.parse()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
 }
 
 /// Logging into the gateway's log, tagged with the plugin and request id.

@@ -46,6 +46,7 @@ struct State {
     params: Vec<(String, String)>,
     request_id: String,
     route: String,
+    client_address: String,
     canned: HashMap<(String, String), Result<Response, HttpError>>,
     delays: HashMap<(String, String), Duration>,
     /// Virtual time: calls overlap like on the gateway, so concurrency shows in `elapsed`.
@@ -121,6 +122,7 @@ impl MockHost {
             config_json: "{}".to_owned(),
             request_id: "test-request".to_owned(),
             route: "/".to_owned(),
+            client_address: "127.0.0.1".to_owned(),
             ..State::default()
         };
         Self {
@@ -153,6 +155,17 @@ impl MockHost {
     pub fn route(self, pattern: &str) -> Self {
         self.state.borrow_mut().route = pattern.to_owned();
         self
+    }
+
+    /// The client's address (default `127.0.0.1`).
+    pub fn client_address(self, address: std::net::IpAddr) -> Self {
+        self.set_client_address(address);
+        self
+    }
+
+    /// Changes the client's address for the requests that follow.
+    pub fn set_client_address(&self, address: std::net::IpAddr) {
+        self.state.borrow_mut().client_address = address.to_string();
     }
 
     /// Answers `method url` with `response`.
@@ -337,6 +350,10 @@ impl MockHost {
 
     pub(crate) fn current_route(&self) -> String {
         self.state.borrow().route.clone()
+    }
+
+    pub(crate) fn current_client_address(&self) -> String {
+        self.state.borrow().client_address.clone()
     }
 
     pub(crate) fn start(&self, request: &WitOutgoing) -> MockPending {

@@ -72,6 +72,7 @@ async fn handler_sees_method_query_headers_and_body() {
         serde_json::json!([["a", "one"], ["rest", "two/three"]])
     );
     assert_eq!(json["body_len"], 5);
+    assert_eq!(json["client"], "127.0.0.1");
     assert!(
         json["headers"]
             .as_array()
@@ -368,4 +369,28 @@ async fn reused_filter_instances_serve_request_after_request() {
     assert_eq!(fresh, some(&["1", "1", "1"]));
     assert_eq!(reused, some(&["1", "2", "3"]));
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn plugins_see_the_client_address_the_gateway_trusts() {
+    let routes = "[[routes]]\npath = \"/echo\"\nhandler = { plugin = \"test-handler\" }\n";
+    let forwarded = || {
+        Request::builder()
+            .uri("/echo")
+            .header("x-forwarded-for", "198.51.100.4")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // A client's own forwarded header is not believed ...
+    let direct = gateway(routes).await;
+    assert_eq!(
+        send(&direct, forwarded()).await.json()["client"],
+        "127.0.0.1"
+    );
+    // ... a trusted proxy's is.
+    let proxied = gateway_with("trusted_proxies = [\"127.0.0.1/32\"]\n", routes).await;
+    assert_eq!(
+        send(&proxied, forwarded()).await.json()["client"],
+        "198.51.100.4"
+    );
 }

@@ -45,9 +45,10 @@ impl Node {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if !sent && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("local_addr="))
+                if !sent
+                    && let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("local_addr="))
                 {
                     let _ = tx.send(addr.to_owned());
                     sent = true;
@@ -197,10 +198,19 @@ async fn three_nodes_share_limits_cache_and_plugins_through_redis() {
     for node in &nodes[1..] {
         let again = node.get("/cached/7").await;
         assert_eq!(again.status, StatusCode::OK);
-        assert_eq!(again.header("x-cache"), Some("hit"), "a hit on {}", node.addr);
+        assert_eq!(
+            again.header("x-cache"),
+            Some("hit"),
+            "a hit on {}",
+            node.addr
+        );
         assert_eq!(again.body, first.body);
     }
-    assert_eq!(hits.load(Ordering::SeqCst) - before, 1, "the upstream answered once");
+    assert_eq!(
+        hits.load(Ordering::SeqCst) - before,
+        1,
+        "the upstream answered once"
+    );
 
     // A plugin dropped into the shared directory is served by every node.
     for node in &nodes {
@@ -234,7 +244,12 @@ async fn three_nodes_share_limits_cache_and_plugins_through_redis() {
     for node in &nodes {
         for path in ["/limited", "/cached/8"] {
             let reply = node.get(path).await;
-            assert_eq!(reply.status, StatusCode::OK, "{path} on {} with Redis down", node.addr);
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "{path} on {} with Redis down",
+                node.addr
+            );
         }
     }
     assert!(

@@ -74,6 +74,10 @@ impl context::Host for PluginState {
     fn route(&mut self) -> wasmtime::Result<String> {
         Ok(self.call.route.to_string())
     }
+
+    fn client_address(&mut self) -> wasmtime::Result<String> {
+        Ok(self.call.client.to_string())
+    }
 }
 
 impl crate::bindings::TypesHost for PluginState {}

@@ -27,6 +27,8 @@ pub struct CallContext {
     pub route: Arc<str>,
     /// Path parameters.
     pub params: Arc<[(String, String)]>,
+    /// The client's address (the forwarded one behind a trusted proxy).
+    pub client: std::net::IpAddr,
     /// What the plugin's outbound calls may do.
     pub outbound: Arc<OutboundContext>,
     /// The key-value buckets the plugin may open.

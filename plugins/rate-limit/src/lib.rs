@@ -211,7 +211,7 @@ pub fn identity(config: &Config, request: &Request) -> Result<String, Error> {
     feed(&config.window_secs.to_be_bytes());
     for part in &config.key {
         let value = match part {
-            KeyPart::Client => client_address(request).map(|ip| ip.to_string().into_bytes()),
+            KeyPart::Client => Some(client_address().to_string().into_bytes()),
             KeyPart::Header(name) => request.headers().get_bytes(name).map(<[u8]>::to_vec),
             KeyPart::Param(name) => context::param(name).map(String::into_bytes),
         };
@@ -234,14 +234,11 @@ fn missing_message(part: &KeyPart) -> String {
     }
 }
 
-/// The client address the gateway let through: the right-most `x-forwarded-for` entry. The
-/// gateway removes that header from peers outside `server.trusted_proxies`, so it is present
-/// only behind a trusted proxy, whose own view of the client is the right-most entry.
-pub fn client_address(request: &Request) -> Option<IpAddr> {
-    let last_line = request.headers().get_all("x-forwarded-for").last()?;
-    let text = std::str::from_utf8(last_line).ok()?;
-    let hop = text.rsplit(',').next()?.trim();
-    hop.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+/// The client address as the gateway resolved it: the connection's peer, or the address a
+/// trusted proxy forwarded (`server.trusted_proxies`). IPv4-mapped IPv6 addresses count as
+/// their IPv4 address.
+pub fn client_address() -> IpAddr {
+    context::client_address().to_canonical()
 }
 
 fn counter_key(identity: &str, window: u64) -> String {

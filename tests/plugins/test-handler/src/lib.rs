@@ -232,6 +232,7 @@ impl Handler for TestHandler {
                         "params": context::params(),
                         "headers": headers,
                         "body_len": request.body().map_or(0, <[u8]>::len),
+                        "client": context::client_address().to_string(),
                     }),
                 ))
             }
