@@ -323,7 +323,92 @@ pub fn run(
     println!(
         "\ncommand: cargo xtask bench --compare ({seconds} s per target; wrk targets on core 0, nginx upstream and wrk on core 1; the order-details rows run gateway, native aggregator, services and load in one process on both cores)"
     );
-    overheads(tessera, plugins, work, seconds, up_port, tessera_port)
+    overheads(tessera, plugins, work, seconds, up_port, tessera_port)?;
+    shared_state(tessera, plugins, work, seconds, up_port, tessera_port)
+}
+
+/// The `rate-limit` filter on the proxy route, counting in a memory bucket and in Redis
+/// (`redis-server` pinned to core 1 beside nginx), against the route without it. The limit is
+/// far above what the run sends, so every request is counted and allowed.
+fn shared_state(
+    tessera: &Path,
+    plugins: &Path,
+    work: &Path,
+    seconds: u32,
+    up_port: u16,
+    port: u16,
+) -> anyhow::Result<()> {
+    let Some(redis) = which("redis-server") else {
+        eprintln!(
+            "compare: no redis-server, skipping the rate-limit rows (apt-get install redis-server)"
+        );
+        return Ok(());
+    };
+    let redis_port = 18190;
+    let mut cmd = pinned(1, &redis);
+    cmd.args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"]);
+    let _redis = start(cmd, redis_port)?;
+    for dir in ["rl-memory", "rl-redis"] {
+        std::fs::create_dir_all(work.join("www").join(dir))?;
+        std::fs::write(work.join("www").join(dir).join("1k"), vec![b'x'; 1024])?;
+    }
+    let limit = |bucket: &str| {
+        format!(
+            "filters = [{{ plugin = \"rate-limit\", buckets = [\"{bucket}\"], config = {{ bucket = \"{bucket}\", limit = 1000000000, window_secs = 3600, key = [\"client\"] }} }}]"
+        )
+    };
+    let config = work.join("shared-state.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[access_log]\nformat = \"off\"\n\
+             [plugins.files]\nrate-limit = {:?}\n\
+             [buckets.memory]\nbackend = \"memory\"\n\
+             [buckets.redis]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}\"\n\
+             [upstreams.nginx]\ntargets = [\"127.0.0.1:{up_port}\"]\nmax_idle_per_target = 64\n\
+             [[routes]]\npath = \"/proxy/{{*rest}}\"\nupstream = \"nginx\"\n\
+             [[routes]]\npath = \"/rl-memory/{{*rest}}\"\nupstream = \"nginx\"\n{}\n\
+             [[routes]]\npath = \"/rl-redis/{{*rest}}\"\nupstream = \"nginx\"\n{}\n",
+            plugins
+                .join("tessera_plugin_rate_limit.wasm")
+                .display()
+                .to_string(),
+            limit("memory"),
+            limit("redis"),
+        ),
+    )?;
+    let mut cmd = pinned(0, tessera);
+    cmd.arg("run").arg(&config).env("RUST_LOG", "warn");
+    let _gateway = start(cmd, port)?;
+    let base = format!("http://127.0.0.1:{port}");
+    let rows = [
+        wrk("proxy route", &format!("{base}/proxy/1k"), seconds)?,
+        wrk(
+            "+ rate-limit, memory bucket",
+            &format!("{base}/rl-memory/1k"),
+            seconds,
+        )?,
+        wrk(
+            "+ rate-limit, Redis bucket",
+            &format!("{base}/rl-redis/1k"),
+            seconds,
+        )?,
+    ];
+    println!("\n| rate limiting | req/s | p99 | errors | ratio |");
+    println!("|---|---|---|---|---|");
+    for m in &rows {
+        let ratio = if m.name == "proxy route" {
+            "—".to_owned()
+        } else {
+            format!("{:.2}× proxy route", m.rps / rows[0].rps)
+        };
+        println!(
+            "| {} | {:.0} | {:.2} ms | {} | {ratio} |",
+            m.name, m.rps, m.p99_ms, m.errors
+        );
+    }
+    Ok(())
 }
 
 /// What metrics, traces, the access log and TLS cost: the proxy route and the proxy + filter
@@ -366,6 +451,9 @@ fn overheads(
     let traces = format!(
         "[access_log]\nformat = \"off\"\n[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:{up_port}/v1/traces\"\n"
     );
+    let sampled = format!(
+        "[access_log]\nformat = \"off\"\n[telemetry]\nenabled = true\nsample_ratio = 0.1\nendpoint = \"http://127.0.0.1:{up_port}/v1/traces\"\n"
+    );
     let everything = format!(
         "[access_log]\npath = {:?}\n[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:{up_port}/v1/traces\"\n",
         work.join("access.log").display().to_string()
@@ -375,9 +463,10 @@ fn overheads(
         cert.display().to_string(),
         key.display().to_string()
     );
-    let settings: [(&str, &str, &str); 5] = [
+    let settings: [(&str, &str, &str); 6] = [
         ("all off", off, "http"),
         ("metrics (default)", metrics, "http"),
+        ("metrics + traces (10 % sampled)", &sampled, "http"),
         ("metrics + traces (all sampled)", &traces, "http"),
         ("metrics + traces + JSON access log", &everything, "http"),
         ("TLS (metrics on)", &tls, "https"),
