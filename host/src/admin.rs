@@ -50,58 +50,26 @@ pub async fn serve(
     token: String,
     server: ServerConfig,
     max_connections: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let token: Arc<str> = token.into();
-    let builder = crate::server::connection_builder(&server);
-    let connections = Arc::new(Semaphore::new(max_connections));
     let body_timeout = Duration::from_millis(server.body_read_timeout_ms);
-    loop {
-        let (stream, client) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.tcp.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::debug!("admin connection cap reached; closing a new connection");
-            drop(stream);
-            continue;
-        };
+    let respond = move |req: Request<Incoming>| {
         let live = Arc::clone(&live);
         let token = Arc::clone(&token);
-        let service = service_fn(move |req: Request<Incoming>| {
-            let live = Arc::clone(&live);
-            let token = Arc::clone(&token);
-            let req =
-                req.map(|b| body::boxed(body::IdleTimeoutBody::new(body::boxed(b), body_timeout)));
-            async move { Ok::<_, Infallible>(handle(&live, &token, req).await) }
-        });
-        let Some(tls) = &listener.tls else {
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = connection.await;
-                drop(permit);
-            });
-            continue;
-        };
-        let (tls, builder) = (tls.clone(), builder.clone());
-        tokio::spawn(async move {
-            if let Some(stream) = tls.handshake(stream, client).await {
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
-            drop(permit);
-        });
-    }
+        let req =
+            req.map(|b| body::boxed(body::IdleTimeoutBody::new(body::boxed(b), body_timeout)));
+        async move { handle(&live, &token, req).await }
+    };
+    serve_listener(
+        listener,
+        &server,
+        max_connections,
+        "admin",
+        shutdown,
+        respond,
+    )
+    .await;
 }
 
 /// Serves `GET /metrics` and the probes `GET /admin/health` and `GET /admin/ready` (bodies
@@ -112,53 +80,102 @@ pub async fn serve_metrics(
     listener: TcpListener,
     live: Arc<Live>,
     server: ServerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let builder = crate::server::connection_builder(&server);
-    let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    let respond = move |req: Request<Incoming>| {
+        let response = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => metrics_response(&live, &req),
+            // Probes for orchestrators that cannot send a token; they reveal nothing the
+            // admin API's versions do (no counters, no refusal reasons).
+            (&Method::GET, "/admin/health") => {
+                json_response(StatusCode::OK, &json!({ "status": "ok" }))
+            }
+            (&Method::GET, "/admin/ready") => {
+                json_response(StatusCode::OK, &json!({ "status": "ready" }))
+            }
+            (_, "/metrics" | "/admin/health" | "/admin/ready") => {
+                method_not_allowed(&[Method::GET])
+            }
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "only /metrics, /admin/health and /admin/ready are served here" }),
+            ),
+        };
+        std::future::ready(response)
+    };
+    let listener = Listener {
+        tcp: listener,
+        tls: None,
+    };
+    serve_listener(
+        listener,
+        &server,
+        METRICS_CONNECTIONS,
+        "metrics",
+        shutdown,
+        respond,
+    )
+    .await;
+}
+
+/// Accepts on `listener` until `shutdown` turns true, at most `max_connections` connections at
+/// once (more are closed at once), and answers each request of a connection with `respond`,
+/// after the TLS handshake when the listener has one (run in the connection's task). `what`
+/// names the listener in logs.
+async fn serve_listener<F, Fut>(
+    listener: Listener,
+    server: &ServerConfig,
+    max_connections: usize,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    respond: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = crate::server::connection_builder(server);
+    let connections = Arc::new(Semaphore::new(max_connections));
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
+            accepted = listener.tcp.accept() => match accepted {
+                Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
+                    tracing::warn!(error = %e, listener = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!(
+                listener = what,
+                "connection cap reached; closing a new connection"
+            );
             drop(stream);
             continue;
         };
-        let live = Arc::clone(&live);
+        let respond = respond.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = match (req.method(), req.uri().path()) {
-                (&Method::GET, "/metrics") => metrics_response(&live, &req),
-                // Probes for orchestrators that cannot send a token; they reveal nothing the
-                // admin API's versions do (no counters, no refusal reasons).
-                (&Method::GET, "/admin/health") => {
-                    json_response(StatusCode::OK, &json!({ "status": "ok" }))
-                }
-                (&Method::GET, "/admin/ready") => {
-                    json_response(StatusCode::OK, &json!({ "status": "ready" }))
-                }
-                (_, "/metrics" | "/admin/health" | "/admin/ready") => {
-                    method_not_allowed(&[Method::GET])
-                }
-                _ => json_response(
-                    StatusCode::NOT_FOUND,
-                    &json!({ "error": "only /metrics, /admin/health and /admin/ready are served here" }),
-                ),
-            };
-            async move { Ok::<_, Infallible>(response) }
+            let answer = respond(req);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let (tls, builder) = (listener.tls.clone(), builder.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(tls) => {
+                    if let Some(stream) = tls.handshake(stream, client).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
