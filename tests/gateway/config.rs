@@ -76,17 +76,7 @@ async fn admin_request(
         .header("authorization", format!("Bearer {token}"))
         .body(http_body_util::Full::default())
         .expect("request");
-    let response = client().request(request).await.expect("admin answers");
-    let (parts, body) = response.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .expect("admin body")
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    fetch(request).await
 }
 
 #[tokio::test]

@@ -652,13 +652,7 @@ async fn admin(gw: &RunningGateway, method: Method, path: &str, authorization: &
         .header("authorization", authorization)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let response = client().request(request).await.expect("admin answers");
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("admin body").to_bytes(),
-    }
+    fetch(request).await
 }
 
 #[tokio::test]

@@ -55,22 +55,10 @@ async fn scrape_as(
     if let Some(t) = token {
         request = request.header("authorization", format!("Bearer {t}"));
     }
-    let response = client()
-        .request(request.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        content_type,
-        String::from_utf8(body.to_vec()).unwrap(),
-    )
+    let reply = fetch(request.body(Full::new(Bytes::new())).unwrap()).await;
+    let content_type = reply.header("content-type").unwrap_or_default().to_owned();
+    let text = String::from_utf8(reply.body.to_vec()).expect("the exposition is UTF-8");
+    (reply.status, content_type, text)
 }
 
 /// The value of the sample whose line starts with `series` (name and labels, exactly).

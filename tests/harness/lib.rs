@@ -230,10 +230,16 @@ pub async fn send(gateway: &RunningGateway, request: Request<Full<Bytes>>) -> Re
     parts.uri = format!("http://{}{pq}", gateway.local_addr())
         .parse()
         .expect("uri");
+    fetch(Request::from_parts(parts, body)).await
+}
+
+/// Sends `request` (its URI absolute: `http://host:port/path`) and reads the whole response.
+pub async fn fetch(request: Request<Full<Bytes>>) -> Reply {
+    let uri = request.uri().clone();
     let response = client()
-        .request(Request::from_parts(parts, body))
+        .request(request)
         .await
-        .expect("gateway answers");
+        .unwrap_or_else(|e| panic!("{uri} does not answer: {e}"));
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("response body").to_bytes();
     Reply {

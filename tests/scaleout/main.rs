@@ -65,24 +65,12 @@ impl Node {
     }
 
     async fn get(&self, path: &str) -> Reply {
-        let response = client()
-            .request(
-                http::Request::get(format!("http://{}{path}", self.addr))
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap(),
-            )
-            .await
-            .expect("the node answers");
-        let (parts, body) = response.into_parts();
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .unwrap()
-            .to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        fetch(
+            http::Request::get(format!("http://{}{path}", self.addr))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
     }
 }
 
