@@ -149,6 +149,11 @@ pub struct Metrics {
     /// `metrics.enabled`: when false, requests, upstream exchanges and plugin calls are not
     /// recorded (state gauges and reloads still are).
     on: Arc<AtomicBool>,
+    /// The route label of requests no route matched.
+    unmatched: Arc<str>,
+    /// One scrape at a time: a scrape rebuilds the health gauges, which another scrape must
+    /// not see half-built (highly available Prometheus pairs scrape at the same moment).
+    rendering: std::sync::Mutex<()>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RouteLabels>,
@@ -185,6 +190,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tessera");
         let m = Self {
             on: Arc::new(AtomicBool::new(true)),
+            unmatched: Arc::from("unmatched"),
+            rendering: std::sync::Mutex::new(()),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             upstream_duration: Family::new_with_constructor(latency_histogram),
@@ -300,7 +307,7 @@ impl Metrics {
         if !self.on.load(Ordering::Relaxed) {
             return;
         }
-        let route = Shared(route.map_or_else(|| Arc::from("unmatched"), Arc::clone));
+        let route = Shared(Arc::clone(route.unwrap_or(&self.unmatched)));
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -394,6 +401,7 @@ impl Metrics {
 
     /// The exposition, with state gauges read from `runtime` now.
     pub fn render(&self, runtime: &Runtime, format: Format) -> String {
+        let _one = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
         let slots = runtime.engine.slots();
         self.instances_in_use.set(gauge(slots.in_use()));
         self.instances_capacity.set(i64::from(slots.capacity()));

@@ -79,6 +79,16 @@ enum Destination {
     Direct(http::uri::Scheme, http::uri::Authority),
 }
 
+impl Destination {
+    /// The upstream's name, or the allowed host's authority (what metrics call it).
+    fn label(&self) -> &str {
+        match self {
+            Destination::Upstream(u) => u.name(),
+            Destination::Direct(_, a) => a.as_str(),
+        }
+    }
+}
+
 /// What one plugin instance's outbound calls may do on this request: its grants and caps, and
 /// the ids every call carries.
 #[derive(Debug, Clone)]
@@ -354,14 +364,16 @@ async fn execute(
     prepared: Prepared,
     _permit: OwnedSemaphorePermit,
 ) -> Result<bindings::Response, HttpError> {
-    let span = prepared.span.clone();
-    let name = match &prepared.destination {
-        Destination::Upstream(u) => u.name().to_owned(),
-        Destination::Direct(_, a) => a.as_str().to_owned(),
-    };
-    let result = exchange(call, prepared).await;
+    let Prepared {
+        destination,
+        request,
+        timeout,
+        span,
+    } = prepared;
+    let result = exchange(call, &destination, request, timeout).await;
     let outcome = outcome(result.as_ref().map(|_| ()));
-    call.metrics.outbound_call(&call.plugin, &name, outcome);
+    call.metrics
+        .outbound_call(&call.plugin, destination.label(), outcome);
     if let Some(span) = span {
         match &result {
             Ok(r) => span.set(KeyValue::new(
@@ -391,16 +403,12 @@ fn outcome(result: Result<(), &HttpError>) -> &'static str {
 /// Sends a checked call and reads its response within the call's timeout.
 async fn exchange(
     call: &OutboundContext,
-    prepared: Prepared,
+    destination: &Destination,
+    request: Request<body::Body>,
+    timeout: Duration,
 ) -> Result<bindings::Response, HttpError> {
-    let Prepared {
-        destination,
-        request,
-        timeout,
-        span: _,
-    } = prepared;
     let started = tokio::time::Instant::now();
-    let sent = match &destination {
+    let sent = match destination {
         Destination::Upstream(u) => u.send(request, timeout).await,
         Destination::Direct(scheme, authority) => {
             upstream::send_to(
