@@ -398,6 +398,7 @@ fn plugins(live: &Live) -> Value {
                 "version": p.version(),
                 "loaded_at": p.loaded_at().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 "worlds": p.worlds(),
+                "checks_config": p.checks_config(),
                 "routes": routes,
                 "requests": p.requests(),
                 "errors": p.errors(),

@@ -27,6 +27,7 @@ mod generated {
 }
 
 pub use generated::Plugin as PluginWorld;
+pub use generated::exports::tessera::gateway::config_check;
 pub use generated::exports::tessera::gateway::request_filter::{self, RequestAction};
 pub use generated::exports::tessera::gateway::request_handler;
 pub use generated::tessera::gateway::log::Level;

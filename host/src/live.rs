@@ -235,7 +235,10 @@ impl Live {
     async fn reload_plugins_locked(&self) -> ReloadReport {
         let config = self.config();
         let current = self.runtime();
-        let (plugins, refused) = current.plugins.refresh(&self.engine, &config).await;
+        let (plugins, refused) = current
+            .plugins
+            .refresh(&self.engine, &config, &current.upstreams)
+            .await;
         let runtime = Runtime::assemble(
             &config,
             Arc::clone(&self.engine),
@@ -282,12 +285,15 @@ impl Live {
                 .await?,
         );
         plugin.fits(&config.plugin_uses())?;
+        let current = self.runtime();
+        plugin
+            .check_configs(&self.engine, &config, &current.upstreams)
+            .await?;
         crate::plugin::write_atomically(&path, &bytes).map_err(|source| LoadError::Io {
             action: "writing",
             path: path.clone(),
             source,
         })?;
-        let current = self.runtime();
         let runtime = Runtime::assemble(
             &config,
             Arc::clone(&self.engine),

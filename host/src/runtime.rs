@@ -154,7 +154,8 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
         let upstreams = Arc::new(Upstreams::new(config, engine.metrics())?);
-        let plugins = PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins)).await?;
+        let plugins =
+            PluginRegistry::load(&engine, config, previous.map(|p| &p.plugins), &upstreams).await?;
         Self::assemble(config, engine, upstreams, plugins, previous)
     }
 

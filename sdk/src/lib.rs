@@ -67,12 +67,44 @@ pub trait Handler {
 }
 
 /// The route's configuration for this plugin (`config = { ... }` in `tessera.toml`).
+///
+/// A plugin exported with `config = T` (see [`filter!`]) has had this exact config checked when
+/// the gateway loaded it, so the error here is for plugins that do not declare their config.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
-    let json = host::config();
-    serde_json::from_str(&json).map_err(|e| {
+    parse_config(&host::config()).map_err(|e| {
         Error::internal("the plugin is misconfigured")
             .with_detail(format!("invalid plugin config: {e}"))
     })
+}
+
+/// Reads a config document (the JSON of a route entry's `config` table) as `T`. The error names
+/// the key that is wrong, e.g. ``request.ad: unknown field `ad`, expected one of `add`, `set`,
+/// `remove` `` (the path ends at the key the message is about).
+///
+/// This is what the `config-check` export of `filter!(F, config = T)` and `handler!(H, config =
+/// T)` runs at load, so a unit test can show what the gateway would say about a config.
+pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let mut reader = serde_json::Deserializer::from_str(json);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut reader);
+    let value = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let mut message = inner.to_string();
+        // Where in the JSON the host built is no help to someone editing TOML; the path is.
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        if let Some(stripped) = message.strip_suffix(&position) {
+            message = stripped.to_owned();
+        }
+        if path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        }
+    })?;
+    reader
+        .end()
+        .map_err(|e| format!("the config is not one JSON document: {e}"))?;
+    Ok(value)
 }
 
 /// Facts about the request being served.
@@ -145,29 +177,35 @@ pub mod log {
 /// impl tessera_sdk::Filter for AddHeader { /* ... */ }
 /// tessera_sdk::filter!(AddHeader);
 /// ```
+///
+/// With `config = T` (any `T: Deserialize`) the plugin also exports `config-check`: the gateway
+/// then refuses, at load and reload and in `tessera check`, a route whose config does not read as
+/// `T`, naming the route and the key, instead of the first request finding out. `check = f` adds
+/// rules the type cannot say, with `f: fn(&T) -> Result<(), String>`:
+///
+/// ```ignore
+/// tessera_sdk::filter!(AddHeader, config = Config);
+/// tessera_sdk::filter!(AddHeader, config = Config, check = Config::check);
+/// ```
 #[macro_export]
 macro_rules! filter {
     ($ty:ty) => {
         $crate::__tessera_export!("tessera:gateway/filter",
-            #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
-            struct __TesseraFilter;
-            impl exports::tessera::gateway::request_filter::Guest for __TesseraFilter {
-                fn on_request(
-                    request: $crate::__private::WitRequest,
-                ) -> exports::tessera::gateway::request_filter::RequestAction {
-                    use exports::tessera::gateway::request_filter::RequestAction;
-                    match $crate::__private::on_request::<$ty>(request) {
-                        $crate::__private::WitAction::Continue(r) => RequestAction::Continue(r),
-                        $crate::__private::WitAction::Respond(r) => RequestAction::Respond(r),
-                    }
-                }
-                fn on_response(response: $crate::__private::WitResponse) -> $crate::__private::WitResponse {
-                    $crate::__private::on_response::<$ty>(response)
-                }
-            }
+            $crate::__tessera_filter_guest!($ty);
             // Only a wasm component exports the ABI symbols; their names do not link natively.
             #[cfg(target_arch = "wasm32")]
-            export!(__TesseraFilter);
+            export!(__TesseraPlugin);
+        );
+    };
+    ($ty:ty, config = $config:ty $(,)?) => {
+        $crate::filter!($ty, config = $config, check = $crate::__private::no_check::<$config>);
+    };
+    ($ty:ty, config = $config:ty, check = $check:expr $(,)?) => {
+        $crate::__tessera_export!("tessera:gateway/checked-filter",
+            $crate::__tessera_filter_guest!($ty);
+            $crate::__tessera_config_check!($config, $check);
+            #[cfg(target_arch = "wasm32")]
+            export!(__TesseraPlugin);
         );
     };
 }
@@ -179,20 +217,81 @@ macro_rules! filter {
 /// impl tessera_sdk::Handler for Hello { /* ... */ }
 /// tessera_sdk::handler!(Hello);
 /// ```
+///
+/// `config = T` and `check = f` work as for [`filter!`].
 #[macro_export]
 macro_rules! handler {
     ($ty:ty) => {
         $crate::__tessera_export!("tessera:gateway/handler",
-            #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
-            struct __TesseraHandler;
-            impl exports::tessera::gateway::request_handler::Guest for __TesseraHandler {
-                fn handle(request: $crate::__private::WitRequest) -> $crate::__private::WitResponse {
-                    $crate::__private::handle::<$ty>(request)
+            $crate::__tessera_handler_guest!($ty);
+            #[cfg(target_arch = "wasm32")]
+            export!(__TesseraPlugin);
+        );
+    };
+    ($ty:ty, config = $config:ty $(,)?) => {
+        $crate::handler!($ty, config = $config, check = $crate::__private::no_check::<$config>);
+    };
+    ($ty:ty, config = $config:ty, check = $check:expr $(,)?) => {
+        $crate::__tessera_export!("tessera:gateway/checked-handler",
+            $crate::__tessera_handler_guest!($ty);
+            $crate::__tessera_config_check!($config, $check);
+            #[cfg(target_arch = "wasm32")]
+            export!(__TesseraPlugin);
+        );
+    };
+}
+
+/// The `request-filter` glue of [`filter!`]; not part of the public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tessera_filter_guest {
+    ($ty:ty) => {
+        #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
+        struct __TesseraPlugin;
+        impl exports::tessera::gateway::request_filter::Guest for __TesseraPlugin {
+            fn on_request(
+                request: $crate::__private::WitRequest,
+            ) -> exports::tessera::gateway::request_filter::RequestAction {
+                use exports::tessera::gateway::request_filter::RequestAction;
+                match $crate::__private::on_request::<$ty>(request) {
+                    $crate::__private::WitAction::Continue(r) => RequestAction::Continue(r),
+                    $crate::__private::WitAction::Respond(r) => RequestAction::Respond(r),
                 }
             }
-            #[cfg(target_arch = "wasm32")]
-            export!(__TesseraHandler);
-        );
+            fn on_response(
+                response: $crate::__private::WitResponse,
+            ) -> $crate::__private::WitResponse {
+                $crate::__private::on_response::<$ty>(response)
+            }
+        }
+    };
+}
+
+/// The `request-handler` glue of [`handler!`]; not part of the public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tessera_handler_guest {
+    ($ty:ty) => {
+        #[allow(dead_code)] // natively nothing calls it; tests go through MockHost
+        struct __TesseraPlugin;
+        impl exports::tessera::gateway::request_handler::Guest for __TesseraPlugin {
+            fn handle(request: $crate::__private::WitRequest) -> $crate::__private::WitResponse {
+                $crate::__private::handle::<$ty>(request)
+            }
+        }
+    };
+}
+
+/// The `config-check` glue of `config = T`; not part of the public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tessera_config_check {
+    ($config:ty, $check:expr) => {
+        impl exports::tessera::gateway::config_check::Guest for __TesseraPlugin {
+            fn validate_config(config: String) -> Result<(), String> {
+                $crate::__private::validate_config::<$config>(&config, $check)
+            }
+        }
     };
 }
 
@@ -237,11 +336,81 @@ pub mod __private {
         }
     }
 
+    /// What `config-check` runs: `C` must read from the JSON, then pass `check`.
+    pub fn validate_config<C: serde::de::DeserializeOwned>(
+        json: &str,
+        check: impl FnOnce(&C) -> Result<(), String>,
+    ) -> Result<(), String> {
+        check(&crate::parse_config::<C>(json)?)
+    }
+
+    /// The check of a config that has no rules beyond its type.
+    pub fn no_check<C>(_: &C) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Runs a handler.
     pub fn handle<H: Handler>(request: WitRequest) -> WitResponse {
         match H::handle(Request::from_wit(request)) {
             Ok(r) => r.into_wit(),
             Err(e) => e.into_response().into_wit(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        limit: u32,
+        #[serde(default)]
+        rules: Vec<Rule>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rule {
+        name: String,
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_not_the_json_position() {
+        let typo = parse_config::<Config>(r#"{"limit": 1, "rules": [{"nmae": "x"}]}"#).unwrap_err();
+        assert_eq!(typo, "rules[0].nmae: unknown field `nmae`, expected `name`");
+        assert!(!typo.contains("column"), "{typo}");
+        let wrong = parse_config::<Config>(r#"{"limit": "ten"}"#).unwrap_err();
+        assert!(
+            wrong.starts_with("limit: invalid type: string \"ten\""),
+            "{wrong}"
+        );
+        let missing = parse_config::<Config>("{}").unwrap_err();
+        assert_eq!(missing, "missing field `limit`");
+        assert!(parse_config::<Config>(r#"{"limit": 1} {}"#).is_err());
+        assert_eq!(parse_config::<Config>(r#"{"limit": 7}"#).unwrap().limit, 7);
+    }
+
+    #[test]
+    fn the_check_runs_after_the_type_reads() {
+        let at_most_ten = |c: &Config| {
+            if c.limit > 10 {
+                Err(format!("limit: {} is over 10", c.limit))
+            } else {
+                Ok(())
+            }
+        };
+        assert!(__private::validate_config::<Config>(r#"{"limit": 3}"#, at_most_ten).is_ok());
+        assert_eq!(
+            __private::validate_config::<Config>(r#"{"limit": 30}"#, at_most_ten).unwrap_err(),
+            "limit: 30 is over 10"
+        );
+        assert_eq!(
+            __private::validate_config::<Config>(r#"{}"#, at_most_ten).unwrap_err(),
+            "missing field `limit`"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod boundary;
 mod cache;
 mod compression;
 mod config;
+mod config_check;
 mod ecommerce;
 mod edge;
 mod hardening;

@@ -65,6 +65,26 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// The `tessera` binary of this workspace, built if needed (`cargo xtask test` passes it in
+/// `TESSERA_BIN`).
+pub fn tessera_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TESSERA_BIN") {
+        return PathBuf::from(bin);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "-p", "tessera", "--bin", "tessera"])
+        .status()
+        .expect("running cargo build -p tessera");
+    assert!(status.success(), "building tessera failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug")
+        .join("tessera")
+}
+
 /// The path of a built plugin, by crate name (`tessera-test-handler`).
 pub fn plugin(package: &str) -> PathBuf {
     let path = plugin_dir().join(format!("{}.wasm", package.replace('-', "_")));

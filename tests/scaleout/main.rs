@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,26 +72,6 @@ impl Node {
         )
         .await
     }
-}
-
-/// The `tessera` binary of this workspace, built if needed (`cargo xtask test` passes it in
-/// `TESSERA_BIN`).
-fn tessera_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TESSERA_BIN") {
-        return PathBuf::from(bin);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "-p", "tessera", "--bin", "tessera"])
-        .status()
-        .expect("running cargo build -p tessera");
-    assert!(status.success(), "building tessera failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("debug")
-        .join("tessera")
 }
 
 /// Writes `bytes` to `dir/name` the way deploy tools do: elsewhere, then renamed into place.

@@ -61,7 +61,7 @@ impl Handler for Hello {
     }
 }
 
-tessera_sdk::handler!(Hello);
+tessera_sdk::handler!(Hello, config = Config);
 
 #[cfg(test)]
 mod tests {

@@ -115,6 +115,38 @@ impl PluginConfig {
         &self.written
     }
 
+    /// The values references resolved to, so text that may echo the table (a plugin's message
+    /// about its config) can be scrubbed of them.
+    pub fn secret_values(&self) -> Vec<&str> {
+        fn walk<'a>(written: &toml::Value, resolved: &'a toml::Value, out: &mut Vec<&'a str>) {
+            match (written, resolved) {
+                (toml::Value::String(w), toml::Value::String(r)) if w != r && !r.is_empty() => {
+                    out.push(r)
+                }
+                (toml::Value::Array(w), toml::Value::Array(r)) => {
+                    for (w, r) in w.iter().zip(r) {
+                        walk(w, r, out);
+                    }
+                }
+                (toml::Value::Table(w), toml::Value::Table(r)) => {
+                    for (k, w) in w {
+                        if let Some(r) = r.get(k) {
+                            walk(w, r, out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for (k, w) in &self.written {
+            if let Some(r) = self.resolved.get(k) {
+                walk(w, r, &mut out);
+            }
+        }
+        out
+    }
+
     /// Resolves every string in the table; `key` is the table's own key (for errors).
     fn resolve(&mut self, resolver: &Resolver<'_>, key: &str) -> Result<(), ConfigError> {
         let mut resolved = self.written.clone();

@@ -21,7 +21,7 @@ use wasmtime_wasi::WasiCtx;
 use super::cache;
 use super::registry::{LoadError, LoadedPlugin};
 use super::state::{CallContext, LogBudget, PluginLimiter, PluginOutput, PluginState};
-use crate::bindings::{self, request_filter, request_handler};
+use crate::bindings::{self, config_check, request_filter, request_handler};
 use crate::config::{PluginLimits, PluginsConfig};
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundLimits};
@@ -291,6 +291,7 @@ impl PluginEngine {
             .map_err(|e| LoadError::MissingImports(e.into()))?;
         let filter = request_filter::GuestIndices::new(&pre).ok();
         let handler = request_handler::GuestIndices::new(&pre).ok();
+        let config_check = config_check::GuestIndices::new(&pre).ok();
         if filter.is_none() && handler.is_none() {
             return Err(LoadError::WrongWorld(
                 "the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler".into(),
@@ -308,6 +309,8 @@ impl PluginEngine {
             pre,
             filter,
             handler,
+            config_check,
+            accepted_configs: Default::default(),
         })
     }
 

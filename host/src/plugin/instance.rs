@@ -314,7 +314,7 @@ impl PluginInstance {
 
 /// Arms the epoch deadline for one call: the guest yields to tokio every tick, and traps with
 /// `Trap::Interrupt` once the wall-clock budget is spent.
-fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+pub(super) fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {

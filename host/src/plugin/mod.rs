@@ -11,6 +11,8 @@
 //! - `cache`: the on-disk compile cache (`plugins.cache_dir`), verified before it is trusted;
 //! - `registry`: [`LoadedPlugin`], [`LoadError`] and [`PluginRegistry`] (which files a config
 //!   names, loading them, refreshing after they change, checking routes' uses);
+//! - `check`: the optional `config-check` export, run for every route entry before a version
+//!   serves it;
 //! - `instance`: [`PluginInstance`], one per request (instantiation, each call's deadline, how a
 //!   failure becomes a [`GatewayError`](crate::error::GatewayError));
 //! - `state`: [`PluginState`], the per-store data ([`CallContext`], the memory limiter, the log
@@ -22,6 +24,7 @@
 //! [`Store`]: wasmtime::Store
 
 mod cache;
+mod check;
 mod engine;
 mod host;
 mod instance;
@@ -30,6 +33,7 @@ mod reuse;
 mod state;
 
 pub use cache::write_atomically;
+pub use check::MAX_MESSAGE_CHARS;
 pub use engine::{CallLimits, PluginEngine};
 pub use instance::PluginInstance;
 pub use registry::{LoadError, LoadedPlugin, PluginRegistry};

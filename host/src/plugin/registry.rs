@@ -15,8 +15,9 @@ use wasmtime::component::InstancePre;
 
 use super::engine::PluginEngine;
 use super::state::PluginState;
-use crate::bindings::{request_filter, request_handler};
+use crate::bindings::{config_check, request_filter, request_handler};
 use crate::config::PluginUse;
+use crate::upstream::Upstreams;
 
 /// Why a plugin could not be loaded (from a file, the admin API or a reload). Client faults
 /// (what was uploaded or configured is wrong) and server faults (the disk, the gateway) are told
@@ -56,6 +57,18 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The plugin's `config-check` refused the config of a route entry that uses it.
+    #[error("route `{route}` {entry}: plugin `{plugin}` refuses its config: {message}")]
+    ConfigRefused {
+        /// `name@version`.
+        plugin: String,
+        /// The route's path pattern.
+        route: String,
+        /// The entry below the route: `handler`, `filters[0]`, ...
+        entry: String,
+        /// The plugin's message, made safe to show.
+        message: String,
+    },
     /// The gateway failed (a compiler thread died, the routing table could not be rebuilt).
     #[error("internal error while loading the plugin")]
     Internal(#[source] anyhow::Error),
@@ -75,6 +88,7 @@ impl LoadError {
             Self::Compile(_) => "compile",
             Self::MissingImports(_) => "missing_imports",
             Self::WrongWorld(_) => "wrong_world",
+            Self::ConfigRefused { .. } => "config_refused",
             Self::InvalidName => "invalid_name",
             Self::NoDirectory(_) => "no_directory",
             Self::Io { .. } => "io",
@@ -97,6 +111,9 @@ pub struct LoadedPlugin {
     pub(super) pre: InstancePre<PluginState>,
     pub(super) filter: Option<request_filter::GuestIndices>,
     pub(super) handler: Option<request_handler::GuestIndices>,
+    pub(super) config_check: Option<config_check::GuestIndices>,
+    /// SHA-256 of each config JSON this version's `config-check` accepted.
+    pub(super) accepted_configs: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl fmt::Debug for LoadedPlugin {
@@ -106,6 +123,7 @@ impl fmt::Debug for LoadedPlugin {
             .field("version", &self.version)
             .field("filter", &self.filter.is_some())
             .field("handler", &self.handler.is_some())
+            .field("config_check", &self.config_check.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -267,12 +285,14 @@ impl PluginRegistry {
         Ok((files, skipped))
     }
 
-    /// Loads every plugin the config names and checks each route's use of them; any failure is
-    /// an error. Versions in `reuse` whose file content is unchanged are kept, not recompiled.
+    /// Loads every plugin the config names and checks each route's use of them, the config of
+    /// each use included (a plugin's `config-check`); any failure is an error. Versions in
+    /// `reuse` whose file content is unchanged are kept, not recompiled.
     pub async fn load(
         engine: &Arc<PluginEngine>,
         config: &crate::config::Config,
         reuse: Option<&PluginRegistry>,
+        upstreams: &Arc<Upstreams>,
     ) -> anyhow::Result<Self> {
         let cache_dir = config.plugins.cache_dir.as_ref().map(|d| config.resolve(d));
         let mut plugins = BTreeMap::new();
@@ -284,6 +304,9 @@ impl PluginRegistry {
         }
         let registry = Self { plugins };
         registry.check_uses(config)?;
+        for plugin in registry.plugins.values() {
+            plugin.check_configs(engine, config, upstreams).await?;
+        }
         Ok(registry)
     }
 
@@ -294,6 +317,7 @@ impl PluginRegistry {
         &self,
         engine: &Arc<PluginEngine>,
         config: &crate::config::Config,
+        upstreams: &Arc<Upstreams>,
     ) -> (Self, Vec<String>) {
         let mut refused = Vec::new();
         let files = match Self::files(config) {
@@ -305,7 +329,10 @@ impl PluginRegistry {
         let mut plugins = BTreeMap::new();
         for (name, path) in &files {
             let loaded = load_file(engine, name, path, cache_dir.as_deref(), Some(self)).await;
-            let checked = loaded.and_then(|p| p.fits(&uses).map(|()| p));
+            let checked = match loaded.and_then(|p| p.fits(&uses).map(|()| p)) {
+                Ok(p) => p.check_configs(engine, config, upstreams).await.map(|()| p),
+                Err(e) => Err(e),
+            };
             match checked {
                 Ok(p) => {
                     plugins.insert(name.clone(), p);

@@ -20,7 +20,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tessera_sdk::{Action, Error, Filter, Request, Response};
 
 /// The plugin's config.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The accepted keys, by hash. Default: none (every request is refused).
@@ -51,7 +51,7 @@ fn default_realm() -> String {
 }
 
 /// One accepted key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// Who holds the key; sent to the upstream in the consumer header.
@@ -290,7 +290,16 @@ impl Filter for ApiKeyFilter {
     }
 }
 
-tessera_sdk::filter!(ApiKeyFilter);
+/// What the gateway runs at load: the config must read and every key entry must be usable.
+fn check_config(config: &Config) -> Result<(), String> {
+    config
+        .clone()
+        .checker()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+tessera_sdk::filter!(ApiKeyFilter, config = Config, check = check_config);
 
 #[cfg(test)]
 mod tests {

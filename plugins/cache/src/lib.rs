@@ -336,7 +336,7 @@ impl Filter for Cache {
     }
 }
 
-tessera_sdk::filter!(Cache);
+tessera_sdk::filter!(Cache, config = Config, check = Config::check);
 
 #[cfg(test)]
 mod tests;

@@ -69,7 +69,7 @@ impl Filter for HeadersFilter {
     }
 }
 
-tessera_sdk::filter!(HeadersFilter);
+tessera_sdk::filter!(HeadersFilter, config = Config);
 
 #[cfg(test)]
 mod tests {

@@ -190,7 +190,7 @@ impl fmt::Debug for Key {
 }
 
 /// A key entry in the plugin's config (`keys = [...]`).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key id; when set, tokens with a `kid` use this key only if their `kid` matches.
@@ -333,7 +333,7 @@ struct Jwk {
 }
 
 /// A JWK Set: `{"keys": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Jwks {
     keys: Vec<serde_json::Value>,
 }

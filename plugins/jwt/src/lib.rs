@@ -30,7 +30,7 @@ use keys::{Jwks, Key, KeyConfig};
 use token::{Rejection, Rules};
 
 /// The plugin's config.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the token is read from. Default: `"bearer"` (`Authorization: Bearer <token>`).
@@ -440,7 +440,16 @@ impl Filter for JwtFilter {
     }
 }
 
-tessera_sdk::filter!(JwtFilter);
+/// What the gateway runs at load: the config must read and its keys must parse.
+fn check_config(config: &Config) -> Result<(), String> {
+    config
+        .clone()
+        .verifier()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+tessera_sdk::filter!(JwtFilter, config = Config, check = check_config);
 
 #[cfg(test)]
 mod tests;

@@ -446,7 +446,7 @@ impl Filter for RateLimit {
     }
 }
 
-tessera_sdk::filter!(RateLimit);
+tessera_sdk::filter!(RateLimit, config = Config, check = Config::check);
 
 #[cfg(test)]
 mod tests;

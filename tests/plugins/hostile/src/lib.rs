@@ -17,6 +17,12 @@
 //! | `huge-header` | calls `http://target/` with a 20 MiB header value and reports the error (`Debug`) with 200 |
 //! | `forged-bucket` | opens bucket `b`, then calls `get("k")` through every other handle number up to 32 (handles it was never given) and answers what it read |
 //! | `log-flood` | logs 1,000,000 lines at info and prints 100,000 lines to stdout, then answers 200 `done` |
+//!
+//! Its `config-check` export misbehaves by the config's `check`: `accept` (or absent) accepts;
+//! `refuse` refuses with `config.message`; `panic` panics; `loop` spins forever; `memory-bomb`
+//! grows memory until refused; `noisy` refuses with 1 MiB of text full of control characters;
+//! `echo` refuses with `token` (a secret) in the message; `call` tries `http://target/` and
+//! refuses with what happened.
 
 use serde::Deserialize;
 use tessera_sdk::{Error, Handler, Request, Response, http, log};
@@ -26,6 +32,35 @@ use tessera_sdk::{Error, Handler, Request, Response, http, log};
 struct Config {
     mode: String,
     urls: Vec<String>,
+    check: String,
+    message: String,
+    token: String,
+}
+
+/// The config check, misbehaving as `config.check` says.
+fn check(config: &Config) -> Result<(), String> {
+    match config.check.as_str() {
+        "" | "accept" => Ok(()),
+        "refuse" => Err(config.message.clone()),
+        "panic" => panic!("config check panics on purpose"),
+        "loop" => loop {
+            std::hint::black_box(0);
+        },
+        "memory-bomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "noisy" => Err("\u{1b}[31mbad\r\n".repeat(1 << 16)),
+        "echo" => Err(format!("token `{}` is not valid", config.token)),
+        "call" => match http::get("http://target/").send() {
+            Ok(r) => Err(format!("the call answered {}", r.status())),
+            Err(e) => Err(format!("the call failed: {e}")),
+        },
+        other => Err(format!("check: unknown mode `{other}`")),
+    }
 }
 
 /// The handler.
@@ -166,4 +201,4 @@ impl Handler for Hostile {
     }
 }
 
-tessera_sdk::handler!(Hostile);
+tessera_sdk::handler!(Hostile, config = Config, check = check);
