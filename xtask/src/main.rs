@@ -96,6 +96,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     // The deploy tests' schema checker runs in a Python virtual environment.
     ("python3", "python3"),
+    // The CORS tests make cross-origin requests from a real browser.
+    ("chromium", "chromium"),
 ];
 
 /// The Kubernetes schema checker the deploy tests run (PyPI; it bundles the schemas of each
