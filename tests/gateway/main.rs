@@ -6,6 +6,7 @@ mod cache;
 mod compression;
 mod config;
 mod config_check;
+mod demo;
 mod ecommerce;
 mod edge;
 mod hardening;

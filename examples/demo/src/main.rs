@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-const CONFIG: &str = include_str!("demo.toml");
+use tessera_demo::{Settings, config_text, install_plugins, random_token};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -40,27 +40,43 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => Duration::ZERO,
     };
 
+    let api_key = match std::env::var("TESSERA_DEMO_API_KEY") {
+        Ok(k) if !k.is_empty() => k,
+        _ => random_token(),
+    };
+
     let services = tessera_ecommerce_services::start_all(latency).await?;
-    let text = CONFIG
-        .replace("@PLUGIN_DIR@", &plugin_dir.display().to_string())
-        .replace("@CACHE_DIR@", &cache_dir.display().to_string())
-        .replace("@UPSTREAMS@", &services.upstreams_toml())
-        .replace("@ADMIN_TOKEN@", &token);
+    let text = config_text(&Settings {
+        plugin_dir: &plugin_dir,
+        cache_dir: &cache_dir,
+        upstreams: &services.upstreams_toml(),
+        admin_token: &token,
+        api_key: &api_key,
+    });
     let config = tessera::config::Config::parse(&text, "demo.toml".as_ref(), &plugin_dir)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
     let addr = gateway.local_addr();
     println!();
-    println!("Tessera demo on http://{addr} (service latency {latency:?}). Try:");
+    println!("Tessera demo on http://{addr} (service latency {latency:?}).");
+    println!("The /api/ routes take an API key (set TESSERA_DEMO_API_KEY to choose it):");
+    println!("  export KEY={api_key}");
+    println!("Try:");
     println!(
-        "  curl -s http://{addr}/api/orders/1001            # order + user + store + products, one call"
+        "  curl -s -H \"x-api-key: $KEY\" http://{addr}/api/orders/1001      # order + user + store + products, one call"
     );
     println!(
-        "  curl -s http://{addr}/api/users/1/orders?limit=2 # a user's orders with their products"
+        "  curl -s -H \"x-api-key: $KEY\" http://{addr}/api/v2/orders/1001   # the same answer from config alone (aggregate)"
     );
     println!(
-        "  curl -si http://{addr}/api/orders/1001 | grep x-cache   # again within 10 s: a cache hit"
+        "  curl -s -H \"x-api-key: $KEY\" \"http://{addr}/api/users/1/orders?limit=2\"   # a user's orders with their products"
     );
-    println!("  curl -s http://{addr}/api/orders/4242            # 404: no such order");
+    println!(
+        "  curl -si -H \"x-api-key: $KEY\" http://{addr}/api/orders/1001 | grep x-cache   # again within 10 s: a cache hit"
+    );
+    println!("  curl -si http://{addr}/api/orders/1001                        # 401: no key");
+    println!(
+        "  curl -s -H \"x-api-key: $KEY\" http://{addr}/api/orders/4242      # 404: no such order"
+    );
     println!(
         "  curl -s http://{addr}/orders/1001                # the orders service alone, proxied"
     );
@@ -90,40 +106,4 @@ async fn main() -> anyhow::Result<()> {
     });
     gateway.wait().await;
     Ok(())
-}
-
-/// Plugin crates the demo serves, and the names routes know them by.
-const PLUGINS: [(&str, &str); 5] = [
-    ("hello", "tessera_example_hello"),
-    ("headers", "tessera_plugin_headers"),
-    ("cache", "tessera_plugin_cache"),
-    ("order-details", "tessera_example_order_details"),
-    ("order-history", "tessera_example_order_history"),
-];
-
-/// Copies the built plugins into the watched demo directory (write, then rename into place).
-fn install_plugins(built: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, file) in PLUGINS {
-        let from = built.join(format!("{file}.wasm"));
-        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        tessera::plugin::write_atomically(&dir.join(format!("{name}.wasm")), &bytes)?;
-    }
-    Ok(())
-}
-
-/// A token for this run when none is given.
-fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    (0..2)
-        .map(|_| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            format!("{:016x}", h.finish())
-        })
-        .collect()
 }
