@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 /// The config, with placeholders the demo fills in ([`config_text`]).
 pub const CONFIG: &str = include_str!("demo.toml");
 
+/// The `/api/v2/orders/{id}` route: the order details from config alone (the `aggregate`
+/// plugin), without filters.
+pub const ORDERS_V2: &str = include_str!("orders_v2.toml");
+
 /// Plugin crates the demo serves, and the names routes know them by.
 pub const PLUGINS: [(&str, &str); 7] = [
     ("hello", "tessera_example_hello"),
@@ -46,6 +50,7 @@ pub fn config_text(settings: &Settings<'_>) -> String {
         .replace("@CACHE_DIR@", &settings.cache_dir.display().to_string())
         .replace("@UPSTREAMS@", settings.upstreams)
         .replace("@ADMIN_TOKEN@", settings.admin_token)
+        .replace("@ORDERS_V2@", ORDERS_V2)
         .replace("@API_KEY_SHA256@", &hash)
 }
 

@@ -1,5 +1,7 @@
-//! `GET /api/orders/{id}` under load, through the gateway (the `order-details` plugin) and
-//! through a hand-written native Rust aggregator making the same calls to the same services.
+//! `GET /api/orders/{id}` under load, through the gateway (the `order-details` plugin), through
+//! the gateway configured instead of coded (`/api/v2/orders/{id}`, the `aggregate` plugin with
+//! the demo's config), and through a hand-written native Rust aggregator making the same calls
+//! to the same services.
 //!
 //! Usage: `tessera-ecommerce-bench <plugin-dir> [seconds] [connections] [latency-ms]` (what
 //! `cargo xtask bench` runs, with release plugins). `latency-ms` delays every service answer, so
@@ -55,16 +57,19 @@ async fn main() -> anyhow::Result<()> {
 
     let services = tessera_ecommerce_services::start_all(latency).await?;
     let plugin = plugins.join("tessera_example_order_details.wasm");
+    let aggregate = plugins.join("tessera_plugin_aggregate.wasm");
     let config = format!(
         // No access log: the native aggregator writes none either.
-        "[server]\nlisten = \"127.0.0.1:0\"\n[access_log]\nformat = \"off\"\n[plugins.files]\norder-details = {:?}\n{}\
-         [[routes]]\npath = \"/api/orders/{{id}}\"\nhandler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[access_log]\nformat = \"off\"\n[plugins.files]\norder-details = {:?}\naggregate = {:?}\n{}\
+         [[routes]]\npath = \"/api/orders/{{id}}\"\nhandler = {{ plugin = \"order-details\", upstreams = [\"orders\", \"users\", \"products\", \"stores\"] }}\n{}",
         plugin.display().to_string(),
+        aggregate.display().to_string(),
         // The native aggregator's client keeps every idle connection; give the gateway's
         // upstream pools the same room so neither side pays for reconnecting.
         services
             .upstreams_toml()
-            .replace("\"]\n", "\"]\nmax_idle_per_target = 1024\n")
+            .replace("\"]\n", "\"]\nmax_idle_per_target = 1024\n"),
+        tessera_demo::ORDERS_V2,
     );
     let config = tessera::config::Config::parse(&config, "bench.toml".as_ref(), &plugins)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
@@ -74,9 +79,11 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(connections)
         .build(HttpConnector::new());
     // Both must answer the same document before we compare their speed.
-    let a = fetch(&client, gateway.local_addr(), 1001).await?;
-    let b = fetch(&client, native, 1001).await?;
+    let a = fetch(&client, gateway.local_addr(), CODED, 1001).await?;
+    let b = fetch(&client, native, CODED, 1001).await?;
+    let c = fetch(&client, gateway.local_addr(), CONFIGURED, 1001).await?;
     anyhow::ensure!(a == b, "gateway and native answers differ:\n{a}\n{b}");
+    anyhow::ensure!(a == c, "coded and configured answers differ:\n{a}\n{c}");
 
     let duration = Duration::from_secs(seconds);
     let idle_rss = rss_mib();
@@ -90,13 +97,22 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
-    let gw = load(&client, gateway.local_addr(), connections, duration).await;
+    let gw = load(&client, gateway.local_addr(), CODED, connections, duration).await;
     sampler.abort();
-    let nat = load(&client, native, connections, duration).await;
+    let configured = load(
+        &client,
+        gateway.local_addr(),
+        CONFIGURED,
+        connections,
+        duration,
+    )
+    .await;
+    let nat = load(&client, native, CODED, connections, duration).await;
     println!("| target | requests/s | p50 | p99 | errors |");
     println!("|---|---|---|---|---|");
     for (name, r) in [
-        ("gateway + order-details plugin", &gw),
+        ("gateway + order-details plugin (coded)", &gw),
+        ("gateway + aggregate plugin (configured)", &configured),
         ("native Rust aggregator", &nat),
     ] {
         println!(
@@ -111,6 +127,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "throughput ratio gateway/native: {:.2}x ({connections} connections, {seconds} s each, services answer after {latency:?})",
         gw.throughput / nat.throughput
+    );
+    println!(
+        "throughput ratio configured/coded: {:.2}x",
+        configured.throughput / gw.throughput
     );
     println!(
         "bench process RSS: {idle_rss} MiB idle, {} MiB at peak under gateway load",
@@ -133,8 +153,17 @@ fn rss_mib() -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
-async fn fetch(client: &HttpClient, addr: SocketAddr, id: u64) -> anyhow::Result<Value> {
-    let uri: http::Uri = format!("http://{addr}/api/orders/{id}").parse()?;
+/// The coded route (and the native aggregator's), and the configured one.
+const CODED: &str = "/api/orders";
+const CONFIGURED: &str = "/api/v2/orders";
+
+async fn fetch(
+    client: &HttpClient,
+    addr: SocketAddr,
+    route: &str,
+    id: u64,
+) -> anyhow::Result<Value> {
+    let uri: http::Uri = format!("http://{addr}{route}/{id}").parse()?;
     let response = client
         .request(Request::get(uri).body(Full::default())?)
         .await?;
@@ -157,12 +186,13 @@ struct LoadResult {
 async fn load(
     client: &HttpClient,
     addr: SocketAddr,
+    route: &'static str,
     connections: usize,
     duration: Duration,
 ) -> LoadResult {
     // Warm up the pools and caches first.
     for id in ORDER_IDS {
-        let _ = fetch(client, addr, id).await;
+        let _ = fetch(client, addr, route, id).await;
     }
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -176,7 +206,7 @@ async fn load(
                 let id = ORDER_IDS[i % ORDER_IDS.len()];
                 i += 1;
                 let t = Instant::now();
-                match fetch(&client, addr, id).await {
+                match fetch(&client, addr, route, id).await {
                     Ok(_) => latencies.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
