@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,32 +13,6 @@ use tessera::RunningGateway;
 use tessera_tests::*;
 
 const TOKEN: &str = "test-admin-token-0123456789";
-
-/// A scratch directory removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tessera-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(dir.join("plugins")).unwrap();
-        Self(dir)
-    }
-
-    fn plugins(&self) -> PathBuf {
-        self.0.join("plugins")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn version(v: &str) -> Vec<u8> {
     std::fs::read(plugin(&format!("tessera-test-version-{v}"))).unwrap()
@@ -296,7 +270,7 @@ async fn directory_changes_are_served_within_a_second() {
 async fn config_reload_adds_and_removes_routes_under_load_and_refuses_bad_config() {
     let scratch = Scratch::new("config");
     install(&scratch.plugins(), "v", &version("a"));
-    let path = scratch.0.join("tessera.toml");
+    let path = scratch.path("tessera.toml");
     let base = config_text(
         &scratch,
         &shared_cache(),
@@ -518,7 +492,7 @@ async fn admin_api_requires_the_token_and_manages_plugins() {
 #[tokio::test]
 async fn compiled_plugins_are_cached_and_corrupt_entries_ignored() {
     let scratch = Scratch::new("cache");
-    let cache = scratch.0.join("cache");
+    let cache = scratch.path("cache");
     install(&scratch.plugins(), "v", &version("a"));
     let text = config_text(
         &scratch,

@@ -85,6 +85,40 @@ pub fn tessera_binary() -> PathBuf {
         .join("tessera")
 }
 
+/// A scratch directory with a `plugins/` directory inside, removed at the end of the test.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new directory under the system's temporary directory; `name` tells tests apart.
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(dir.join("plugins")).expect("creating a scratch directory");
+        Self(dir)
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The `plugins/` directory inside.
+    pub fn plugins(&self) -> PathBuf {
+        self.path("plugins")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The path of a built plugin, by crate name (`tessera-test-handler`).
 pub fn plugin(package: &str) -> PathBuf {
     let path = plugin_dir().join(format!("{}.wasm", package.replace('-', "_")));
