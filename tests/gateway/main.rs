@@ -6,6 +6,7 @@ mod cache;
 mod compression;
 mod config;
 mod config_check;
+mod cors;
 mod demo;
 mod ecommerce;
 mod edge;
