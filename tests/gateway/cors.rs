@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -435,28 +434,6 @@ fn chromium() -> PathBuf {
         })
 }
 
-/// A browser run's scratch directory (profile, output), removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tessera-cors-browser-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Wall-clock bound of one browser run.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -470,8 +447,8 @@ async fn browse(page: String) -> serde_json::Value {
         .get_or_init(|| tokio::sync::Mutex::new(()))
         .lock()
         .await;
-    let scratch = Scratch::new();
-    let dir = scratch.0.clone();
+    let scratch = Scratch::new("cors-browser");
+    let dir = scratch.path("");
     // Waiting for the process blocks, and the gateway and servers the page talks to run on
     // this test's runtime: the wait goes to the blocking pool.
     let (dom, stderr) = tokio::task::spawn_blocking(move || run_chromium(&chromium, &dir, &page))
