@@ -513,6 +513,8 @@ fn run_chromium(chromium: &Path, dir: &Path, page: &str) -> (String, String) {
         .args(["-KILL", "--", &format!("-{group}")])
         .stderr(Stdio::null())
         .status();
+    // Should `kill` be missing, the browser process itself still goes.
+    let _ = child.kill();
     let _ = child.wait();
     let dom = std::fs::read_to_string(&stdout_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
