@@ -11,6 +11,7 @@ use tessera_ecommerce_services::Services;
 use tessera_tests::*;
 
 const KEY: &str = "demo-test-key-0123456789";
+const PAGE_ORIGIN: &str = "http://127.0.0.1:8090";
 
 struct Demo {
     gateway: tessera::RunningGateway,
@@ -38,6 +39,7 @@ async fn demo(services: &Services) -> Demo {
         upstreams: &services.upstreams_toml(),
         admin_token: "demo-admin-token-0123456789",
         api_key: KEY,
+        page_origin: PAGE_ORIGIN,
     })
     .replace("127.0.0.1:8080", "127.0.0.1:0")
     .replace("127.0.0.1:8081", "127.0.0.1:0")
@@ -129,4 +131,54 @@ async fn the_configured_orchestration_runs_independent_backends_at_once() {
     // Sequential calls would take 5 × 100 ms; two stages take 200 ms plus overhead.
     assert!(took < Duration::from_millis(450), "{took:?}");
     assert!(took >= Duration::from_millis(200), "{took:?}");
+}
+
+#[tokio::test]
+async fn the_demo_page_may_call_the_configured_route_from_its_origin() {
+    let services = tessera_ecommerce_services::start_all(Duration::ZERO)
+        .await
+        .unwrap();
+    let demo = demo(&services).await;
+    let addr = demo.gateway.local_addr();
+    let preflight = |origin: &str| {
+        http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("http://{addr}/api/v2/orders/1001"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "x-api-key")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    // The preflight carries no key: the cors filter answers it before api-key asks for one.
+    let allowed = fetch(preflight(PAGE_ORIGIN)).await;
+    assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{}", allowed.text());
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some(PAGE_ORIGIN)
+    );
+    let other = fetch(preflight("http://127.0.0.1:9999")).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    let answer = fetch(
+        http::Request::builder()
+            .uri(format!("http://{addr}/api/v2/orders/1001"))
+            .header("origin", PAGE_ORIGIN)
+            .header("x-api-key", KEY)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(PAGE_ORIGIN)
+    );
+    assert_eq!(answer.json()["order"]["total"], 139.69);
+
+    // The page the demo serves calls this gateway with this key.
+    let page = tessera_demo::page(&format!("http://{addr}"), KEY);
+    assert!(page.contains(&format!("fetch(\"http://{addr}/api/v2/orders/1001\"")));
+    assert!(page.contains(&format!("\"x-api-key\": \"{KEY}\"")));
 }

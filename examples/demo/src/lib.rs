@@ -14,11 +14,12 @@ pub const CONFIG: &str = include_str!("demo.toml");
 pub const ORDERS_V2: &str = include_str!("orders_v2.toml");
 
 /// Plugin crates the demo serves, and the names routes know them by.
-pub const PLUGINS: [(&str, &str); 7] = [
+pub const PLUGINS: [(&str, &str); 8] = [
     ("hello", "tessera_example_hello"),
     ("headers", "tessera_plugin_headers"),
     ("cache", "tessera_plugin_cache"),
     ("api-key", "tessera_plugin_api_key"),
+    ("cors", "tessera_plugin_cors"),
     ("aggregate", "tessera_plugin_aggregate"),
     ("order-details", "tessera_example_order_details"),
     ("order-history", "tessera_example_order_history"),
@@ -37,6 +38,8 @@ pub struct Settings<'a> {
     pub admin_token: &'a str,
     /// The API key clients of `/api/*` send in `x-api-key`.
     pub api_key: &'a str,
+    /// The origin of the demo's browser page (`http://127.0.0.1:8090`), allowed by CORS.
+    pub page_origin: &'a str,
 }
 
 /// The config text for `settings`. Only the key's SHA-256 goes into the config.
@@ -52,6 +55,7 @@ pub fn config_text(settings: &Settings<'_>) -> String {
         .replace("@ADMIN_TOKEN@", settings.admin_token)
         .replace("@ORDERS_V2@", ORDERS_V2)
         .replace("@API_KEY_SHA256@", &hash)
+        .replace("@PAGE_ORIGIN@", settings.page_origin)
 }
 
 /// Copies the built plugins (`<crate>.wasm` in `built`) into the watched directory `dir`, each
@@ -80,4 +84,35 @@ pub fn random_token() -> String {
             format!("{:016x}", h.finish())
         })
         .collect()
+}
+
+/// The demo's browser client: one page that calls `gateway/api/v2/orders/1001` with the API key
+/// from another origin, so the browser asks the gateway first (CORS).
+pub fn page(gateway: &str, api_key: &str) -> String {
+    include_str!("page.html")
+        .replace("@GATEWAY@", gateway)
+        .replace("@API_KEY@", api_key)
+}
+
+/// Serves `html` to every request on `listener`, until the task is dropped.
+pub async fn serve_page(listener: tokio::net::TcpListener, html: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let response = std::sync::Arc::new(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{html}",
+        html.len()
+    ));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let response = std::sync::Arc::clone(&response);
+        tokio::spawn(async move {
+            // The request itself does not matter; read what came (bounded) and answer.
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                .await;
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
 }

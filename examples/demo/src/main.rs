@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use tessera_demo::{Settings, config_text, install_plugins, random_token};
+use tessera_demo::{Settings, config_text, install_plugins, page, random_token, serve_page};
+
+/// Where the demo's browser page is served: another origin than the gateway's.
+const PAGE_ADDR: &str = "127.0.0.1:8090";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -44,6 +47,16 @@ async fn main() -> anyhow::Result<()> {
         Ok(k) if !k.is_empty() => k,
         _ => random_token(),
     };
+    anyhow::ensure!(
+        api_key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)),
+        "TESSERA_DEMO_API_KEY may hold letters, digits and - . _ ~ only"
+    );
+    let page_listener = tokio::net::TcpListener::bind(PAGE_ADDR)
+        .await
+        .with_context(|| format!("listening on {PAGE_ADDR} for the demo's browser page"))?;
+    let page_origin = format!("http://{PAGE_ADDR}");
 
     let services = tessera_ecommerce_services::start_all(latency).await?;
     let text = config_text(&Settings {
@@ -52,10 +65,15 @@ async fn main() -> anyhow::Result<()> {
         upstreams: &services.upstreams_toml(),
         admin_token: &token,
         api_key: &api_key,
+        page_origin: &page_origin,
     });
     let config = tessera::config::Config::parse(&text, "demo.toml".as_ref(), &plugin_dir)?;
     let gateway = tessera::Gateway::new(config).await?.start().await?;
     let addr = gateway.local_addr();
+    tokio::spawn(serve_page(
+        page_listener,
+        page(&format!("http://{addr}"), &api_key),
+    ));
     println!();
     println!("Tessera demo on http://{addr} (service latency {latency:?}).");
     println!("The /api/ routes take an API key (set TESSERA_DEMO_API_KEY to choose it):");
@@ -84,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
         "  curl -i http://{addr}/users/1                    # proxied; a filter plugin adds x-served-by"
     );
     println!("  curl -s http://{addr}/hello/ada                  # a handler plugin on its own");
+    println!(
+        "In a browser, {page_origin}/ calls the gateway from another origin (CORS, answered by the gateway)."
+    );
     if let Some(admin) = gateway.admin_addr() {
         println!(
             "Admin API on http://{admin} (plugins hot-load from {}):",
