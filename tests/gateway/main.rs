@@ -22,3 +22,4 @@ mod ratelimit;
 mod reload;
 mod server;
 mod tls;
+mod transform;
