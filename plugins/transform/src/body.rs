@@ -223,6 +223,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_body_is_compact_and_keeps_64_bit_integers_exactly() {
+        let plan = BodyPlan {
+            deny: vec![FieldPath::parse("x").unwrap()],
+            ..BodyPlan::default()
+        };
+        let json_headers = headers(&[("content-type", "application/json")]);
+        let body = br#"{ "x": 0, "u": 18446744073709551615, "i": -9223372036854775808,
+            "f": 1.50, "e": 1e2, "big": 123456789012345678901234, "s": "\u00e9\ud83d\ude00\n" }"#;
+        let Ok(Outcome::Rewritten(out)) = rewrite(&plan, &json_headers, body) else {
+            panic!("rewritten");
+        };
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with(
+                r#"{"u":18446744073709551615,"i":-9223372036854775808,"f":1.5,"e":100.0,"big":1.23456789012345"#
+            ),
+            "{out}"
+        );
+        assert!(out.ends_with(r#","s":"é😀\n"}"#), "{out}");
+        // Past 64-bit integers, a number is the nearest double, give or take its last digit.
+        let big: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let big = big["big"].as_f64().unwrap();
+        assert!(
+            (big / 1.234_567_890_123_456_8e23 - 1.0).abs() < 1e-15,
+            "{big}"
+        );
+    }
+
+    #[test]
     fn hostile_documents_neither_crash_nor_recurse_without_bound() {
         let plan = BodyPlan {
             deny: vec![FieldPath::parse("a.a.a").unwrap()],

@@ -166,8 +166,7 @@ impl Filter for TransformFilter {
 }
 
 fn internal(detail: String) -> Error {
-    Error::internal("the request could not be transformed")
-        .with_detail(format!("transform: {detail}"))
+    Error::internal("the body could not be transformed").with_detail(format!("transform: {detail}"))
 }
 
 fn remove_digests(headers: &mut Headers) {

@@ -248,15 +248,18 @@ impl FieldPath {
             .iter()
             .rposition(|s| *s == Segment::Each)
             .map_or(0, |i| i + 1);
-        let mut keys = path.segments[scope_len..].iter().map(|s| match s {
-            Segment::Key(k) => k.clone(),
-            // Past the last `[*]` there are only names.
-            Segment::Each => String::new(),
-        });
-        let Some(name) = keys.next_back() else {
+        // Past the last `[*]` there are only names.
+        let mut names: Vec<String> = path.segments[scope_len..]
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Key(k) => Some(k.clone()),
+                Segment::Each => None,
+            })
+            .collect();
+        let Some(name) = names.pop() else {
             return Err(PathError::EndsWithEach);
         };
-        let parents = keys.collect();
+        let parents = names;
         Ok(Self {
             path,
             scope_len,
