@@ -436,4 +436,27 @@ async fn transform_handles_hostile_json_without_failing_the_gateway() {
     );
     assert!(received.get("is_admin").is_none());
     gw.shutdown().await;
+
+    // A document too big to parse within the entry's memory: the instance fails, the request is
+    // refused, and nothing reaches the upstream untransformed.
+    let small_memory = route(up, true, CONFIG).replace(
+        "buffer_body = true\n",
+        "buffer_body = true\nlimits = { memory_bytes = 16777216 }\n",
+    );
+    let gw = gateway(&small_memory).await;
+    let calls = log.lock().unwrap().len();
+    let items: Vec<serde_json::Value> = (0..60_000)
+        .map(|i| serde_json::json!({ "sku": i, "price": 1, "is_admin": true }))
+        .collect();
+    let request = Request::post("/echo")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::json!({ "items": items }).to_string(),
+        )))
+        .unwrap();
+    let reply = send(&gw, request).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.json()["error"], "plugin_failed");
+    assert_eq!(log.lock().unwrap().len(), calls);
+    gw.shutdown().await;
 }
