@@ -22,21 +22,6 @@ fn json_doc(items: usize) -> String {
     format!("{{\"items\":[{}]}}", list.join(","))
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .expect("a valid gzip body");
-    out
-}
-
 fn unbrotli(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     brotli::Decompressor::new(bytes, 4096)

@@ -1,6 +1,5 @@
 //! The `transform` filter on a proxied route: what the upstream receives, what the client gets.
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,21 +22,6 @@ const TEXT: &str = "{\"password_hash\": \"not JSON by its label\"}\n";
 
 /// Bytes that are not UTF-8.
 const BINARY: &[u8] = b"\x00\xff{\"data\":1}\x80\r\n";
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .expect("a valid gzip body");
-    out
-}
 
 /// Orders in the user record: enough for the transformed answer to pass the gateway's
 /// `min_bytes` for compression (1024).

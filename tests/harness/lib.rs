@@ -85,6 +85,24 @@ pub fn tessera_binary() -> PathBuf {
         .join("tessera")
 }
 
+/// `bytes` gzip-compressed.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("compressing into memory");
+    encoder.finish().expect("compressing into memory")
+}
+
+/// A gzip body decompressed; panics if it is not valid gzip.
+pub fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("a valid gzip body");
+    out
+}
+
 /// A scratch directory with a `plugins/` directory inside, removed at the end of the test.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);

@@ -67,6 +67,11 @@ enum Failure {
 }
 
 impl Failure {
+    /// The answer's `errors` entry for `part`.
+    fn entry(&self, part: &str) -> Value {
+        json!({ "part": part, "error": self.message() })
+    }
+
     fn message(&self) -> String {
         match self {
             Self::NotFound => "not found".to_owned(),
@@ -344,7 +349,7 @@ fn assemble(plan: &Plan, mut outcomes: Vec<Option<Outcome>>) -> Value {
         let results = match outcomes[i].take() {
             Some(Outcome::Fan(results)) => results,
             Some(Outcome::Failed(why)) => {
-                errors.push(json!({ "part": b.name, "error": why.message() }));
+                errors.push(why.entry(&b.name));
                 Vec::new()
             }
             _ => Vec::new(),
@@ -355,7 +360,7 @@ fn assemble(plan: &Plan, mut outcomes: Vec<Option<Outcome>>) -> Value {
                 let part = match result {
                     Ok(v) => shape(b, v),
                     Err(why) => {
-                        errors.push(json!({ "part": format!("{}:{value}", b.name), "error": why.message() }));
+                        errors.push(why.entry(&format!("{}:{value}", b.name)));
                         Value::Null
                     }
                 };
@@ -384,14 +389,14 @@ fn assemble(plan: &Plan, mut outcomes: Vec<Option<Outcome>>) -> Value {
                     .map(|(value, result)| match result {
                         Ok(v) => shape(b, v),
                         Err(why) => {
-                            errors.push(json!({ "part": format!("{}:{value}", b.name), "error": why.message() }));
+                            errors.push(why.entry(&format!("{}:{value}", b.name)));
                             Value::Null
                         }
                     })
                     .collect(),
             ),
             Some(Outcome::Failed(why)) => {
-                errors.push(json!({ "part": b.name, "error": why.message() }));
+                errors.push(why.entry(&b.name));
                 Value::Null
             }
             // Merged above.
@@ -478,25 +483,25 @@ fn computed<'a>(c: &'a Compute, answer: &Value) -> (&'a path::Path, Value) {
     }
 }
 
-/// What the gateway runs at load: the config must read and make a plan, checked against the
-/// route's parameters.
-fn check_config(config: &Config) -> Result<(), String> {
+/// The plan for the route being served (or checked): placeholders naming route parameters are
+/// checked against its pattern.
+fn plan_for_route(config: &Config) -> Result<Plan, String> {
     let route = context::route();
-    config
-        .plan((!route.is_empty()).then_some(route.as_str()))
-        .map(drop)
+    config.plan((!route.is_empty()).then_some(route.as_str()))
+}
+
+/// What the gateway runs at load: the config must read and make a plan.
+fn check_config(config: &Config) -> Result<(), String> {
+    plan_for_route(config).map(drop)
 }
 
 impl Handler for Aggregate {
     fn handle(request: Request) -> Result<Response, Error> {
         let config: Config = tessera_sdk::config()?;
-        let route = context::route();
-        let plan = config
-            .plan((!route.is_empty()).then_some(route.as_str()))
-            .map_err(|e| {
-                Error::internal("the plugin is misconfigured")
-                    .with_detail(format!("aggregate config: {e}"))
-            })?;
+        let plan = plan_for_route(&config).map_err(|e| {
+            Error::internal("the plugin is misconfigured")
+                .with_detail(format!("aggregate config: {e}"))
+        })?;
         Self::serve(&plan, &request)
     }
 }
