@@ -167,6 +167,7 @@ pub fn plugins_section() -> String {
         ("hello", "tessera-example-hello"),
         ("order-details", "tessera-example-order-details"),
         ("order-history", "tessera-example-order-history"),
+        ("checkout", "tessera-example-checkout"),
         ("test-filter", "tessera-test-filter"),
         ("test-handler", "tessera-test-handler"),
         ("hostile", "tessera-test-hostile"),
