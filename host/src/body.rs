@@ -39,13 +39,30 @@ pub enum CollectError {
     Stream(BoxError),
 }
 
-/// Reads a whole body, refusing more than `limit` bytes.
-pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, CollectError> {
+/// Reads a whole body, refusing more than `limit` bytes; trailers are dropped.
+pub async fn collect(body: Body, limit: usize) -> Result<Bytes, CollectError> {
+    collect_with_trailers(body, limit)
+        .await
+        .map(|(data, _)| data)
+}
+
+/// Reads a whole body, refusing more than `limit` bytes, and the trailers that followed it.
+pub async fn collect_with_trailers(
+    mut body: Body,
+    limit: usize,
+) -> Result<(Bytes, Option<http::HeaderMap>), CollectError> {
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
+    let mut trailers: Option<http::HeaderMap> = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(CollectError::Stream)?.into_data() else {
-            continue; // trailers
+        let data = match frame.map_err(CollectError::Stream)?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(http::HeaderMap::new).extend(t);
+                }
+                continue;
+            }
         };
         let so_far = first.as_ref().map_or(0, Bytes::len) + rest.len();
         if so_far + data.len() > limit {
@@ -61,7 +78,7 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, CollectError
             }
         }
     }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
+    Ok((first.unwrap_or_else(|| rest.freeze()), trailers))
 }
 
 /// What went wrong with a client's request body, recorded where the body is read, so the client

@@ -13,7 +13,12 @@
 //!
 //! Calls started with `start` run as tokio tasks owned by the plugin's store: when the request
 //! ends (answered, client gone, plugin trapped) the store is dropped and the tasks are aborted,
-//! which drops their upstream connections.
+//! which drops their upstream connections. Their response trailers are kept for the plugin
+//! (`pending-response.trailers`) after the header rule: no framing or hop-by-hop fields, within
+//! `server.max_header_bytes`.
+//!
+//! A call to a `protocol = "grpc"` upstream carries a `grpc-timeout` no longer than the call's
+//! own timeout, so the server gives up when the gateway does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::bindings::{self, HttpError, OutgoingRequest};
 use crate::body;
+use crate::config::UpstreamProtocol;
 use crate::error::GatewayError;
 use crate::headers::{self, Framing};
 use crate::ids::{self, REQUEST_ID, TRACEPARENT};
@@ -51,13 +57,24 @@ pub enum PendingCall {
     Running(AbortOnDrop),
     /// Refused before it started.
     Failed(HttpError),
-    /// Already waited for.
+    /// Waited for; the response's trailers stay for the plugin to read.
+    Answered(Vec<bindings::Header>),
+    /// Waited for, with an error.
     Taken,
+}
+
+/// A response with the trailers that followed its body.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status, headers and body.
+    pub response: bindings::Response,
+    /// Trailer fields, after the header rule.
+    pub trailers: Vec<bindings::Header>,
 }
 
 /// A task handle that aborts the task when dropped.
 #[derive(Debug)]
-pub struct AbortOnDrop(JoinHandle<Result<bindings::Response, HttpError>>);
+pub struct AbortOnDrop(JoinHandle<Result<Answer, HttpError>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -157,7 +174,9 @@ impl Outbound {
     ) -> Result<bindings::Response, HttpError> {
         let prepared = self.prepare(request)?;
         let permit = acquire(&self.in_flight).await?;
-        execute(&self.call, prepared, permit).await
+        execute(&self.call, prepared, permit)
+            .await
+            .map(|a| a.response)
     }
 
     /// Launches one call as a task.
@@ -191,7 +210,7 @@ impl Outbound {
             async move {
                 let prepared = p?;
                 let permit = acquire(&in_flight).await?;
-                execute(&call, prepared, permit).await
+                execute(&call, prepared, permit).await.map(|a| a.response)
             }
         });
         futures::future::join_all(runs).await
@@ -219,6 +238,10 @@ impl Outbound {
         }
         self.calls += 1;
         let (destination, path_and_query, default_timeout) = self.destination(&request.url)?;
+        let mut timeout = default_timeout;
+        if let Some(ms) = request.timeout_ms {
+            timeout = timeout.min(Duration::from_millis(u64::from(ms)));
+        }
         let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
         })?;
@@ -240,6 +263,13 @@ impl Outbound {
         }
         if let Ok(v) = HeaderValue::from_str(&self.call.request_id) {
             headers.insert(REQUEST_ID, v);
+        }
+        if let Destination::Upstream(u) = &destination
+            && u.protocol() == UpstreamProtocol::Grpc
+        {
+            let asked = headers.get(GRPC_TIMEOUT).and_then(parse_grpc_timeout);
+            let deadline = asked.map_or(timeout, |a| a.min(timeout));
+            headers.insert(GRPC_TIMEOUT, grpc_timeout_value(deadline));
         }
         let span = self.parent.as_ref().map(|parent| {
             let (address, port) = match &destination {
@@ -267,10 +297,6 @@ impl Outbound {
         let request_out = builder
             .body(body::full(body))
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
-        let mut timeout = default_timeout;
-        if let Some(ms) = request.timeout_ms {
-            timeout = timeout.min(Duration::from_millis(u64::from(ms)));
-        }
         Ok(Prepared {
             destination,
             request: request_out,
@@ -363,7 +389,7 @@ async fn execute(
     call: &OutboundContext,
     prepared: Prepared,
     _permit: OwnedSemaphorePermit,
-) -> Result<bindings::Response, HttpError> {
+) -> Result<Answer, HttpError> {
     let Prepared {
         destination,
         request,
@@ -376,9 +402,9 @@ async fn execute(
         .outbound_call(&call.plugin, destination.label(), outcome);
     if let Some(span) = span {
         match &result {
-            Ok(r) => span.set(KeyValue::new(
+            Ok(a) => span.set(KeyValue::new(
                 "http.response.status_code",
-                i64::from(r.status),
+                i64::from(a.response.status),
             )),
             Err(_) => span.fail(outcome),
         }
@@ -406,7 +432,7 @@ async fn exchange(
     destination: &Destination,
     request: Request<body::Body>,
     timeout: Duration,
-) -> Result<bindings::Response, HttpError> {
+) -> Result<Answer, HttpError> {
     let started = tokio::time::Instant::now();
     let sent = match destination {
         Destination::Upstream(u) => u.send(request, timeout).await,
@@ -431,25 +457,72 @@ async fn exchange(
     headers::strip_hop_by_hop(&mut parts.headers);
     // The timeout covers the whole exchange, body included.
     let remaining = timeout.saturating_sub(started.elapsed());
-    let body = match tokio::time::timeout(remaining, body::collect(body, call.max_body_bytes)).await
-    {
+    let collected = body::collect_with_trailers(body, call.max_body_bytes);
+    let (body, trailers) = match tokio::time::timeout(remaining, collected).await {
         Err(_) => return Err(HttpError::Timeout),
         Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
         Ok(Err(body::CollectError::Stream(e))) => {
             return Err(HttpError::ConnectionFailed(e.to_string()));
         }
-        Ok(Ok(b)) => b,
+        Ok(Ok(collected)) => collected,
     };
-    Ok(bindings::Response {
-        status: parts.status.as_u16(),
-        headers: crate::records::headers_to_plugin(&parts.headers),
-        body: Some(body.to_vec()),
+    let trailers = match trailers {
+        Some(mut t) => {
+            headers::strip_hop_by_hop(&mut t);
+            t.remove(http::header::CONTENT_LENGTH);
+            t.remove(http::header::TRANSFER_ENCODING);
+            let size = headers::block_size(&t);
+            if size > call.max_header_bytes {
+                return Err(HttpError::ConnectionFailed(format!(
+                    "the response's trailers take {size} bytes; at most {} are allowed",
+                    call.max_header_bytes
+                )));
+            }
+            crate::records::headers_to_plugin(&t)
+        }
+        None => Vec::new(),
+    };
+    Ok(Answer {
+        response: bindings::Response {
+            status: parts.status.as_u16(),
+            headers: crate::records::headers_to_plugin(&parts.headers),
+            body: Some(body.to_vec()),
+        },
+        trailers,
     })
 }
 
-/// Waits for a pending call.
+/// `grpc-timeout`.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// Reads a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A `grpc-timeout` value for `deadline`, in whole milliseconds (at least 1).
+fn grpc_timeout_value(deadline: Duration) -> HeaderValue {
+    let ms = deadline.as_millis().clamp(1, 99_999_999);
+    HeaderValue::from_str(&format!("{ms}m")).unwrap_or(HeaderValue::from_static("1m"))
+}
+
+/// Waits for a pending call; its trailers stay in `pending` ([`trailers`]).
 pub async fn wait(pending: &mut PendingCall) -> Result<bindings::Response, HttpError> {
-    match std::mem::replace(pending, PendingCall::Taken) {
+    let result = match std::mem::replace(pending, PendingCall::Taken) {
         PendingCall::Running(mut task) => match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(HttpError::ConnectionFailed(format!(
@@ -457,9 +530,21 @@ pub async fn wait(pending: &mut PendingCall) -> Result<bindings::Response, HttpE
             ))),
         },
         PendingCall::Failed(e) => Err(e),
-        PendingCall::Taken => Err(HttpError::InvalidRequest(
+        PendingCall::Answered(_) | PendingCall::Taken => Err(HttpError::InvalidRequest(
             "this call was already waited for".into(),
         )),
+    };
+    result.map(|answer| {
+        *pending = PendingCall::Answered(answer.trailers);
+        answer.response
+    })
+}
+
+/// The trailers of a call whose response was waited for; empty otherwise.
+pub fn trailers(pending: &PendingCall) -> Vec<bindings::Header> {
+    match pending {
+        PendingCall::Answered(trailers) => trailers.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -494,6 +579,26 @@ mod tests {
             Ok((Destination::Upstream(u), _, _)) => Ok(format!("upstream {}", u.name())),
             Err(e) => Err(format!("{e:?}")),
         }
+    }
+
+    #[test]
+    fn grpc_timeouts_read_every_unit_and_refuse_the_rest() {
+        let read = |s: &str| parse_grpc_timeout(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(read("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(read("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(read("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(read("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "m", "10", "123456789m", "-1m", "1.5S", "10x", "１m"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout_value(Duration::from_millis(1500)), "1500m");
+        assert_eq!(grpc_timeout_value(Duration::ZERO), "1m");
+        assert_eq!(
+            grpc_timeout_value(Duration::from_secs(10_000_000)),
+            "99999999m"
+        );
     }
 
     #[test]

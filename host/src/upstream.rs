@@ -2,7 +2,9 @@
 //!
 //! An upstream with `tls = true` is reached over `https` ([`crate::tls::client`]); a TLS failure
 //! (unknown CA, wrong name, refused client certificate) is a connect failure (502) and is logged
-//! with its reason.
+//! with its reason. An upstream with `protocol = "h2"` or `"grpc"` is spoken to in HTTP/2 only:
+//! with prior knowledge in cleartext (h2c), with ALPN `h2` over TLS; its requests multiplex over
+//! one connection per target.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use anyhow::Context as _;
 
 use crate::access::ServedBy;
 use crate::body::{self, Body};
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, UpstreamConfig, UpstreamProtocol};
 use crate::error::GatewayError;
 use crate::headers::strip_hop_by_hop;
 use crate::metrics::{Exchange, Metrics, TargetMetrics};
@@ -41,6 +43,7 @@ pub struct Upstream {
     targets: Vec<Target>,
     next: AtomicUsize,
     scheme: Scheme,
+    protocol: UpstreamProtocol,
     client: UpstreamClient,
     response_timeout: Duration,
     read_timeout: Duration,
@@ -109,12 +112,14 @@ impl Upstream {
             config.max_idle_per_target,
             tls,
             server_name,
+            config.protocol.is_http2(),
         );
         Ok(Self {
             name: name.to_owned(),
             targets,
             next: AtomicUsize::new(0),
             scheme,
+            protocol: config.protocol,
             client,
             response_timeout: Duration::from_millis(config.response_timeout_ms),
             read_timeout: Duration::from_millis(config.read_timeout_ms),
@@ -139,6 +144,11 @@ impl Upstream {
                 t.down_until_ms.load(Ordering::Relaxed) <= now,
             )
         })
+    }
+
+    /// The HTTP version (and gRPC conventions) spoken to the targets.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
     }
 
     /// The configured time to wait for response headers.
@@ -200,6 +210,16 @@ impl Upstream {
     ) -> Result<Response<Body>, GatewayError> {
         let target = self.pick();
         let started = Instant::now();
+        let mut request = request;
+        if self.protocol.is_http2() {
+            *request.version_mut() = http::Version::HTTP_2;
+        }
+        if self.protocol == UpstreamProtocol::Grpc {
+            // gRPC servers may insist on it; hop-by-hop rules removed the client's copy.
+            request
+                .headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let result = send_to(
             &self.client,
             &self.name,
@@ -225,7 +245,8 @@ impl Upstream {
 }
 
 /// Sends `request` to `scheme://authority` over `client`; `label` names the destination in
-/// errors.
+/// errors. The request goes in HTTP/2 when its version says so (the client must then be an
+/// HTTP/2 one), else in HTTP/1.1.
 pub async fn send_to(
     client: &UpstreamClient,
     label: &str,
@@ -246,10 +267,14 @@ pub async fn send_to(
         .build()
         .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
     *request.uri_mut() = uri;
-    // HTTP/1.1 to upstreams: the client offers nothing else, in cleartext or TLS.
-    *request.version_mut() = http::Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-        request.headers_mut().insert(header::HOST, host);
+    if request.version() == http::Version::HTTP_2 {
+        // `:authority` comes from the URI; a `host` field beside it could disagree.
+        request.headers_mut().remove(header::HOST);
+    } else {
+        *request.version_mut() = http::Version::HTTP_11;
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
     }
     match tokio::time::timeout(timeout, client.request(request)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
@@ -274,12 +299,14 @@ pub async fn send_to(
 }
 
 /// A pooled client with the given connect timeout; `https` uses `tls` (a client without it
-/// trusts nothing: its upstream is never called over `https`).
+/// trusts nothing: its upstream is never called over `https`). With `http2` it speaks HTTP/2
+/// only, and offers only `h2` in TLS.
 fn pooled_client(
     connect_timeout: Duration,
     max_idle: usize,
     tls: Option<rustls::ClientConfig>,
     server_name: Option<rustls_pki_types::ServerName<'static>>,
+    http2: bool,
 ) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -287,10 +314,11 @@ fn pooled_client(
     // The TLS layer hands the connector `https` URIs.
     connector.enforce_http(false);
     let tls = tls.unwrap_or_else(tls_client::trusting_nothing);
-    let connector = tls_client::connector(connector, tls, server_name);
+    let connector = tls_client::connector(connector, tls, server_name, http2);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(60))
+        .http2_only(http2)
         .build(connector)
 }
 
@@ -309,7 +337,7 @@ impl Default for Upstreams {
             .with_no_client_auth();
         Self {
             by_name: BTreeMap::new(),
-            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None),
+            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None, false),
         }
     }
 }
@@ -340,7 +368,7 @@ impl Upstreams {
         .context("plugins.ca_file")?;
         Ok(Self {
             by_name,
-            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None),
+            direct: pooled_client(DIRECT_CONNECT_TIMEOUT, 8, Some(direct_tls), None, false),
         })
     }
 

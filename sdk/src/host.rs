@@ -12,7 +12,7 @@ pub mod bindings {
 }
 
 pub(crate) use bindings::tessera::gateway::log::Level;
-pub(crate) use bindings::tessera::gateway::types::{HttpError, OutgoingRequest, Response};
+pub(crate) use bindings::tessera::gateway::types::{Header, HttpError, OutgoingRequest, Response};
 pub(crate) use bindings::wasi::keyvalue::store::Error as KvError;
 
 /// Why a compare-and-swap did not write.
@@ -27,7 +27,7 @@ pub(crate) enum SwapError {
 mod imp {
     use super::bindings::tessera::gateway::{config, context, http_client, log};
     use super::bindings::wasi::keyvalue::{atomics, batch, store};
-    use super::{HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
+    use super::{Header, HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
 
     pub fn log(level: Level, message: &str) {
         log::log(level, message);
@@ -57,8 +57,14 @@ mod imp {
     pub fn start(request: &OutgoingRequest) -> Pending {
         http_client::start(request)
     }
-    pub fn wait(pending: Pending) -> Result<Response, HttpError> {
-        pending.wait()
+    pub fn wait_with_trailers(pending: Pending) -> (Result<Response, HttpError>, Vec<Header>) {
+        let result = pending.wait();
+        let trailers = if result.is_ok() {
+            pending.trailers()
+        } else {
+            Vec::new()
+        };
+        (result, trailers)
     }
     pub fn send_all(requests: &[OutgoingRequest]) -> Vec<Result<Response, HttpError>> {
         http_client::send_all(requests)
@@ -116,7 +122,7 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use super::{HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
+    use super::{Header, HttpError, KvError, Level, OutgoingRequest, Response, SwapError};
     use crate::testing::with_mock;
 
     pub fn log(level: Level, message: &str) {
@@ -143,20 +149,20 @@ mod imp {
     pub fn send(request: &OutgoingRequest) -> Result<Response, HttpError> {
         with_mock(|m| {
             let pending = m.start(request);
-            m.wait(pending)
+            m.wait(pending).0
         })
     }
     pub type Pending = crate::testing::MockPending;
     pub fn start(request: &OutgoingRequest) -> Pending {
         with_mock(|m| m.start(request))
     }
-    pub fn wait(pending: Pending) -> Result<Response, HttpError> {
+    pub fn wait_with_trailers(pending: Pending) -> (Result<Response, HttpError>, Vec<Header>) {
         with_mock(|m| m.wait(pending))
     }
     pub fn send_all(requests: &[OutgoingRequest]) -> Vec<Result<Response, HttpError>> {
         with_mock(|m| {
             let pending: Vec<Pending> = requests.iter().map(|r| m.start(r)).collect();
-            pending.into_iter().map(|p| m.wait(p)).collect()
+            pending.into_iter().map(|p| m.wait(p).0).collect()
         })
     }
 

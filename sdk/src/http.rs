@@ -129,11 +129,12 @@ impl fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// Waits for the response.
+    /// Waits for the response, with its trailers ([`Response::trailers`]).
     pub fn wait(self) -> Result<Response, HttpError> {
-        host::wait(self.inner)
-            .map(Response::from_wit)
-            .map_err(HttpError::from)
+        let (result, trailers) = host::wait_with_trailers(self.inner);
+        let mut response = result.map(Response::from_wit).map_err(HttpError::from)?;
+        response.set_trailers(Headers::from_wit(trailers));
+        Ok(response)
     }
 }
 

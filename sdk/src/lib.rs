@@ -29,6 +29,8 @@
 #![deny(missing_docs)]
 
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod host;
 pub mod http;
 pub mod kv;

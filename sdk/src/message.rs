@@ -231,6 +231,7 @@ pub struct Response {
     status: u16,
     headers: Headers,
     body: Option<Vec<u8>>,
+    trailers: Headers,
 }
 
 impl Response {
@@ -240,6 +241,7 @@ impl Response {
             status,
             headers: Headers::new(),
             body: None,
+            trailers: Headers::new(),
         }
     }
 
@@ -328,12 +330,32 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
+    /// Builder-style: adds a trailer field (for canned answers in tests; see
+    /// [`Response::trailers`]).
+    pub fn with_trailer(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.trailers.append(name, value);
+        self
+    }
+
+    /// The trailer fields that followed the body of a response to a call made with
+    /// [`OutgoingRequest::start`](crate::http::OutgoingRequest::start) (gRPC's `grpc-status`
+    /// travels there). Empty for other calls and for responses without trailers. A plugin's
+    /// own answer cannot carry trailers: they are not sent.
+    pub fn trailers(&self) -> &Headers {
+        &self.trailers
+    }
+
     pub(crate) fn from_wit(r: wit::Response) -> Self {
         Self {
             status: r.status,
             headers: Headers::from_wit(r.headers),
             body: r.body,
+            trailers: Headers::new(),
         }
+    }
+
+    pub(crate) fn set_trailers(&mut self, trailers: Headers) {
+        self.trailers = trailers;
     }
 
     pub(crate) fn into_wit(self) -> wit::Response {

@@ -52,11 +52,18 @@ struct State {
     /// Virtual time: calls overlap like on the gateway, so concurrency shows in `elapsed`.
     now: Duration,
     next_pending: u64,
-    pending: HashMap<u64, (Duration, Result<wit::Response, WitHttpError>)>,
+    pending: HashMap<u64, MockCall>,
     calls: Vec<OutgoingRequest>,
     logs: Vec<LogLine>,
     buckets: BTreeMap<String, MockBucketData>,
 }
+
+/// A started call: when it finishes (virtual time), its result, and its response's trailers.
+type MockCall = (
+    Duration,
+    Result<wit::Response, WitHttpError>,
+    Vec<wit::Header>,
+);
 
 /// A bucket declared on the mock.
 #[derive(Debug, Default)]
@@ -361,31 +368,44 @@ impl MockHost {
         let key = (call.method().to_owned(), call.url().to_owned());
         let mut state = self.state.borrow_mut();
         state.calls.push(call);
-        let result = match state.canned.get(&key) {
-            Some(Ok(response)) => Ok(response.clone().into_wit()),
-            Some(Err(e)) => Err(to_wit_error(e)),
-            None => Err(WitHttpError::ConnectionFailed(format!(
-                "MockHost has no answer for {} {}",
-                key.0, key.1
-            ))),
+        let (result, trailers) = match state.canned.get(&key) {
+            Some(Ok(response)) => (
+                Ok(response.clone().into_wit()),
+                response.trailers().clone().into_wit(),
+            ),
+            Some(Err(e)) => (Err(to_wit_error(e)), Vec::new()),
+            None => (
+                Err(WitHttpError::ConnectionFailed(format!(
+                    "MockHost has no answer for {} {}",
+                    key.0, key.1
+                ))),
+                Vec::new(),
+            ),
         };
         let finish = state.now + state.delays.get(&key).copied().unwrap_or_default();
         let id = state.next_pending;
         state.next_pending += 1;
-        state.pending.insert(id, (finish, result));
+        state.pending.insert(id, (finish, result, trailers));
         MockPending(id)
     }
 
-    pub(crate) fn wait(&self, pending: MockPending) -> Result<wit::Response, WitHttpError> {
+    /// The call's result and, for a response, its trailers.
+    pub(crate) fn wait(
+        &self,
+        pending: MockPending,
+    ) -> (Result<wit::Response, WitHttpError>, Vec<wit::Header>) {
         let mut state = self.state.borrow_mut();
         match state.pending.remove(&pending.0) {
-            Some((finish, result)) => {
+            Some((finish, result, trailers)) => {
                 state.now = state.now.max(finish);
-                result
+                (result, trailers)
             }
-            None => Err(WitHttpError::InvalidRequest(
-                "this call was already waited for".into(),
-            )),
+            None => (
+                Err(WitHttpError::InvalidRequest(
+                    "this call was already waited for".into(),
+                )),
+                Vec::new(),
+            ),
         }
     }
 }

@@ -559,6 +559,31 @@ pub struct UpstreamConfig {
     /// PEM private key of `client_cert`. Default: none.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// The HTTP version spoken to the targets: `http1` (default), `h2` (HTTP/2 only: prior
+    /// knowledge in cleartext, ALPN `h2` with `tls`), or `grpc` (HTTP/2 as `h2`, and calls carry
+    /// `te: trailers` and a `grpc-timeout` no longer than the call's timeout).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// `upstreams.*.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 only.
+    H2,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+impl UpstreamProtocol {
+    /// Whether the targets are spoken to in HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::H2 | Self::Grpc)
+    }
 }
 
 fn default_read_timeout_ms() -> u64 {

@@ -114,6 +114,13 @@ impl http_client::HostPendingResponse for PluginState {
         Ok(crate::outbound::wait(pending).await)
     }
 
+    async fn trailers(
+        &mut self,
+        pending: Resource<PendingCall>,
+    ) -> wasmtime::Result<Vec<crate::bindings::Header>> {
+        Ok(crate::outbound::trailers(self.table.get(&pending)?))
+    }
+
     async fn drop(&mut self, pending: Resource<PendingCall>) -> wasmtime::Result<()> {
         // Dropping the entry aborts a call still running.
         self.table.delete(pending)?;

@@ -95,13 +95,19 @@ pub fn client_config(tls: &ClientTls<'_>) -> anyhow::Result<rustls::ClientConfig
 }
 
 /// A connector that speaks `http` plainly and `https` with `config`, offering ALPN
-/// `http/1.1`, verifying `server_name` instead of the URI's host when given.
+/// `http/1.1` (or only `h2` with `http2`), verifying `server_name` instead of the URI's host
+/// when given.
 pub fn connector(
     http: HttpConnector,
     mut config: rustls::ClientConfig,
     server_name: Option<ServerName<'static>>,
+    http2: bool,
 ) -> HttpsConnector<HttpConnector> {
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     let resolver: Arc<dyn ResolveServerName + Send + Sync> = match server_name {
         Some(name) => Arc::new(FixedServerNameResolver::new(name)),
         None => Arc::new(DefaultServerNameResolver::default()),
