@@ -10,6 +10,7 @@ mod cors;
 mod demo;
 mod ecommerce;
 mod edge;
+mod grpc;
 mod hardening;
 mod hostile;
 mod keyvalue;

@@ -5,6 +5,8 @@
 //! - `fan-out`: GETs every `config.urls` entry with `send_all` and reports each result;
 //! - `start`: starts every `config.urls` entry, then waits for each, and reports each result;
 //! - `chain`: GETs `urls[0]`, then GETs `urls[1]` followed by the first response's body;
+//! - `trailers`: starts a `POST` of `value` to `config.url`, waits, and reports status, body,
+//!   headers and trailers (each as an object of name to value);
 //! - `bad-header`: answers with a header value holding CR LF;
 //! - `print`: writes to stdout and stderr, then answers;
 //! - `config`: answers its route config as JSON, exactly as the host handed it over (other keys
@@ -50,7 +52,10 @@ struct Config {
 static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn outgoing(config: &Config, url: &str) -> http::OutgoingRequest {
-    let request = http::get(url);
+    outgoing_timeout(config, http::get(url))
+}
+
+fn outgoing_timeout(config: &Config, request: http::OutgoingRequest) -> http::OutgoingRequest {
     match config.timeout_ms {
         Some(ms) => request.timeout(std::time::Duration::from_millis(ms)),
         None => request,
@@ -188,6 +193,29 @@ impl Handler for TestHandler {
                 let results = http::send_all(config.urls.iter().map(|u| outgoing(&config, u)));
                 let reports: Vec<_> = results.into_iter().map(report).collect();
                 Ok(Response::json(200, &reports))
+            }
+            "trailers" => {
+                let call = http::post(&config.url)
+                    .header("content-type", "application/grpc")
+                    .body(config.value.clone().unwrap_or_default());
+                let fields =
+                    |h: &tessera_sdk::Headers| -> serde_json::Map<String, serde_json::Value> {
+                        h.iter()
+                            .map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into()))
+                            .collect()
+                    };
+                Ok(Response::json(
+                    200,
+                    &match outgoing_timeout(&config, call).start().wait() {
+                        Ok(r) => serde_json::json!({
+                            "status": r.status(),
+                            "body": r.text_body(),
+                            "headers": fields(r.headers()),
+                            "trailers": fields(r.trailers()),
+                        }),
+                        Err(e) => serde_json::json!({ "error": format!("{e:?}") }),
+                    },
+                ))
             }
             "start" => {
                 let pending: Vec<_> = config
