@@ -259,8 +259,7 @@ async fn an_unknown_protocol_is_refused_naming_the_key() {
         std::path::Path::new("t.toml"),
         std::path::Path::new("."),
     )
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     assert!(err.contains("protocol") && err.contains("h3"), "{err}");
 }
