@@ -186,3 +186,99 @@ impl Errors {
         Value::Array(self.0)
     }
 }
+
+/// A cart as the carts service returns it (`GET /carts/{user_id}`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Cart {
+    /// Whose cart.
+    pub user_id: u64,
+    /// What is in it; a product may appear on several lines.
+    pub items: Vec<CartItem>,
+}
+
+/// One line of a cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct CartItem {
+    /// Product id.
+    pub product_id: u64,
+    /// How many.
+    pub quantity: u32,
+}
+
+/// The body of `POST /orders` on the orders service. Creating an order twice with the same
+/// `checkout_id` creates it once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewOrder {
+    /// The checkout the order comes from.
+    pub checkout_id: String,
+    /// Who ordered.
+    pub user_id: u64,
+    /// Where.
+    pub store_id: u64,
+    /// The payment that pays for it.
+    pub payment_id: String,
+    /// Lines, priced from the catalogue.
+    pub items: Vec<Item>,
+}
+
+/// The body of a 409 from `POST /inventory/{product_id}/reservations`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutOfStock {
+    /// `out_of_stock`.
+    pub error: String,
+    /// The product.
+    pub product_id: Option<u64>,
+    /// Units asked for.
+    pub requested: Option<u64>,
+    /// Units there are.
+    pub available: Option<u64>,
+}
+
+/// Most a catalogue price may be, in currency units; more is refused as implausible.
+pub const MAX_PRICE: f64 = 1e9;
+
+/// A product's `price` (a decimal in currency units, e.g. `74.99`) in cents: `None` unless it is
+/// a number from 0 to [`MAX_PRICE`] with at most two decimals.
+pub fn price_cents(product: &Value) -> Option<i64> {
+    let price = product.get("price")?.as_f64()?;
+    if !(0.0..=MAX_PRICE).contains(&price) {
+        return None;
+    }
+    let cents = (price * 100.0).round();
+    // 9.9 * 100 is 990.0000000000001: anything closer than that is the same cent.
+    if (price * 100.0 - cents).abs() > 1e-6 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)] // bounded by MAX_PRICE above
+    Some(cents as i64)
+}
+
+/// Cents as a decimal in currency units (`7499` → `74.99`), as the services and answers write
+/// amounts.
+pub fn decimal(cents: i64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 cents
+    let value = cents as f64 / 100.0;
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_read_as_cents() {
+        let cents = |v: Value| price_cents(&json!({ "price": v }));
+        assert_eq!(cents(json!(74.99)), Some(7499));
+        assert_eq!(cents(json!(9.9)), Some(990));
+        assert_eq!(cents(json!(35)), Some(3500));
+        assert_eq!(cents(json!(0)), Some(0));
+        assert_eq!(cents(json!(0.001)), None);
+        assert_eq!(cents(json!(-1)), None);
+        assert_eq!(cents(json!(2e9)), None);
+        assert_eq!(cents(json!("9.90")), None);
+        assert_eq!(price_cents(&json!({})), None);
+        assert_eq!(decimal(7499), 74.99);
+        assert_eq!(decimal(990), 9.9);
+        assert_eq!(decimal(0), 0.0);
+    }
+}
