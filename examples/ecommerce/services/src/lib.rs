@@ -1,49 +1,133 @@
-//! The e-commerce demo's upstream services, each a small HTTP/1.1 server on a loopback port
-//! answering from JSON fixtures (`fixtures/*.json`):
+//! The e-commerce demo's upstream services, each a small server on a loopback port. The read
+//! side answers from JSON fixtures (`fixtures/*.json`); the write side a checkout needs (carts,
+//! inventory reservations, placing orders, payments) keeps its state in memory, in a [`Shop`]
+//! that tests can read and change while the services run.
+//!
+//! The HTTP services speak HTTP/1.1 and cleartext HTTP/2 (prior knowledge) with JSON bodies;
+//! payments speaks gRPC over cleartext HTTP/2.
 //!
 //! | service | endpoints |
 //! |---|---|
 //! | users | `GET /users/{id}` |
-//! | orders | `GET /orders/{id}`, `GET /orders?user_id={id}` |
-//! | products | `GET /products/{id}` |
+//! | orders | `GET /orders/{id}`, `GET /orders?user_id={id}`, `POST /orders`, `POST /orders/{id}/cancel` |
+//! | products | `GET /products/{id}` (`stock` is the live `available`), `GET /inventory/{product_id}`, `POST /inventory/{product_id}/reservations`, `GET` and `DELETE /inventory/{product_id}/reservations/{reservation_id}`, `POST /inventory/{product_id}/reservations/{reservation_id}/commit` |
 //! | stores | `GET /stores/{id}` |
+//! | carts | `GET`, `PUT` and `DELETE /carts/{user_id}`, `POST /carts/{user_id}/items` |
+//! | payments | gRPC `tessera.demo.payments.v1.Payments`: `Authorize`, `Capture`, `Void`, `Refund`, `GetPayment` (`proto/payments.proto`) |
 //!
-//! Unknown ids are 404 `{"error": "..."}`. Each service can add an artificial latency to every
-//! answer, to make the difference between sequential and concurrent calls visible.
+//! Unknown ids are 404 `{"error": "..."}`; a body that is not what the endpoint takes is 400
+//! `{"error": "..."}` naming the field (bodies are JSON, at most 64 KiB, unknown fields
+//! refused); a method an endpoint does not take is 405 with `Allow`.
+//!
+//! ## Carts
+//! A cart is `{"user_id": 1, "items": [{"product_id": 100, "quantity": 1}]}`: one line per
+//! product, at most 100 lines, quantities 1 to 1000. Users 1 to 3 start with carts
+//! (`fixtures/carts.json`; user 3's holds product 107, which is out of stock); anyone else's is
+//! empty. `PUT` replaces the items (`{"items": [...]}`) and answers the cart; `POST .../items`
+//! adds one line's `{"product_id", "quantity"}` (to the product's line if it has one) and answers
+//! the cart; `DELETE` empties it with 204, however often. Product ids are not checked.
+//!
+//! ## Inventory
+//! Stock starts from the products' `stock` fields. `GET /inventory/{product_id}` is
+//! `{"product_id", "available", "reserved"}`. A reservation holds units for a caller's
+//! `reservation_id` (1 to 128 characters; percent-encode it in paths), per product:
+//!
+//! | call | answer |
+//! |---|---|
+//! | `POST .../reservations` `{"reservation_id", "quantity"}` | 201 `{"reservation_id", "product_id", "quantity", "state": "held"}`; the same again: 200 and the reservation as it is (nothing more taken); the id with another quantity: 409 `{"error": "reservation_conflict", ...}`; too few units: 409 `{"error": "out_of_stock", "product_id", "requested", "available"}`; unknown product: 404 |
+//! | `DELETE .../reservations/{id}` | 200 state `released`, the units back (again: the same answer); committed: 409 `{"error": "committed"}`; unknown: 404 |
+//! | `POST .../reservations/{id}/commit` | 200 state `committed`, the units sold (again: the same answer); released: 409 `{"error": "released"}`; unknown: 404 |
+//!
+//! All changes happen under one lock: `available` never goes below zero.
+//!
+//! ## Orders
+//! `POST /orders` with `{"checkout_id", "user_id", "store_id", "payment_id", "items":
+//! [{"product_id", "quantity", "unit_price"}]}` places an order: 201 and the order in the
+//! fixtures' shape, `id` from 2001 up, `status` `processing`, `created_at` now (RFC 3339, UTC),
+//! plus `checkout_id` and `payment_id`. The same request again answers 200 and the same order; the
+//! `checkout_id` with a different request is 409 `{"error": "checkout_id_conflict", "order_id"}`.
+//! `POST /orders/{id}/cancel` answers the order with `status` `cancelled` (again: the same); an
+//! order shipped or delivered is 409 `{"error": "not_cancellable", "status"}`. Placed orders
+//! are read like the fixture ones.
+//!
+//! ## Payments
+//! Amounts are in cents. Authorize takes `amount_cents > 0`, a `currency` of 3 upper-case
+//! letters and a card of 12 to 19 digits, else INVALID_ARGUMENT; every call that changes money
+//! needs an `idempotency_key` (1 to 255 characters). Capture, Void and Refund of an unknown id
+//! are NOT_FOUND; a payment in the wrong state is FAILED_PRECONDITION with a message naming the
+//! state. The same key with the same request answers the first answer again and changes
+//! nothing; with a different request it is ALREADY_EXISTS. Failures on purpose:
+//!
+//! | switch | effect |
+//! |---|---|
+//! | card [`CARD_DECLINED`] `4000000000000002` | Authorize answers state DECLINED, `decline_reason` `card_declined` |
+//! | card [`CARD_INSUFFICIENT_FUNDS`] `4000000000009995` | Authorize answers state DECLINED, `decline_reason` `insufficient_funds` |
+//! | card [`CARD_UNAVAILABLE`] `4000000000000119` | Authorize fails UNAVAILABLE; nothing is recorded |
+//! | card [`CARD_SLOW_CAPTURE`] `4000000000000259` | Capture waits 10 s ([`Shop::set_slow_capture_delay`]) before it acts, and acts even if the caller gave up; a Void in the meantime wins and the capture answers FAILED_PRECONDITION, taking nothing |
+//! | [`Shop::set_payments_fail_every`]`(n)` | every n-th call answers UNAVAILABLE before doing anything (0: off); the demo reads `n` from `TESSERA_DEMO_PAYMENTS_FAIL_EVERY` |
+//!
+//! Any other valid card is approved.
+//!
+//! ## Latency and outages
+//! Every service (payments too) waits the `latency` given to [`start_all`] before it answers,
+//! to make the difference between sequential and concurrent calls visible. [`Services::stop`]
+//! takes one service down (connections refused) for tests of outages.
 
-use std::convert::Infallible;
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod carts;
+mod catalog;
+mod http;
+mod inventory;
+mod orders;
+mod payments;
+mod server;
+mod shop;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use tokio::task::JoinHandle;
 
-/// One of the four services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub use carts::CartItem;
+pub use inventory::{Reservation, ReservationState};
+pub use orders::{FIRST_PLACED_ORDER_ID, Order, OrderItem, OrderStatus};
+pub use payments::{
+    CARD_DECLINED, CARD_INSUFFICIENT_FUNDS, CARD_SLOW_CAPTURE, CARD_UNAVAILABLE,
+    DEFAULT_SLOW_CAPTURE_DELAY,
+};
+pub use shop::Shop;
+/// The payment records [`Shop::payments`] answers are the API's own messages.
+pub use tessera_ecommerce_payments_api::{Payment, State as PaymentState};
+
+/// One of the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     /// `/users/{id}`.
     Users,
-    /// `/orders/{id}` and `/orders?user_id=`.
+    /// `/orders/{id}`, `/orders?user_id=`, placing and cancelling orders.
     Orders,
-    /// `/products/{id}`.
+    /// `/products/{id}` and `/inventory/...`.
     Products,
     /// `/stores/{id}`.
     Stores,
+    /// `/carts/{user_id}`.
+    Carts,
+    /// gRPC `tessera.demo.payments.v1.Payments`.
+    Payments,
 }
 
 impl Service {
-    /// All four, in a fixed order.
-    pub const ALL: [Service; 4] = [
+    /// All of them, in a fixed order.
+    pub const ALL: [Service; 6] = [
         Service::Users,
         Service::Orders,
         Service::Products,
         Service::Stores,
+        Service::Carts,
+        Service::Payments,
     ];
 
     /// The name used for the upstream in the gateway config and in URLs.
@@ -53,31 +137,46 @@ impl Service {
             Service::Orders => "orders",
             Service::Products => "products",
             Service::Stores => "stores",
+            Service::Carts => "carts",
+            Service::Payments => "payments",
         }
     }
 
-    fn fixtures(self) -> &'static str {
+    /// The `protocol` of its `[upstreams.*]` entry, if not the default HTTP/1.1.
+    pub fn protocol(self) -> Option<&'static str> {
         match self {
-            Service::Users => include_str!("../fixtures/users.json"),
-            Service::Orders => include_str!("../fixtures/orders.json"),
-            Service::Products => include_str!("../fixtures/products.json"),
-            Service::Stores => include_str!("../fixtures/stores.json"),
+            Service::Payments => Some("grpc"),
+            _ => None,
         }
     }
 }
 
-/// Addresses of the four running services.
-#[derive(Debug, Clone, Copy)]
+/// The running services: their addresses and the [`Shop`] behind them.
+///
+/// The servers run until the runtime stops or [`Services::stop`]; dropping this does not stop
+/// them. A test may point a field at another address (e.g. a closed port) before building the
+/// gateway config from [`Services::upstreams_toml`].
+#[derive(Debug, Clone)]
 pub struct Services {
     /// users.
     pub users: SocketAddr,
     /// orders.
     pub orders: SocketAddr,
-    /// products.
+    /// products (and inventory).
     pub products: SocketAddr,
     /// stores.
     pub stores: SocketAddr,
+    /// carts.
+    pub carts: SocketAddr,
+    /// payments (gRPC).
+    pub payments: SocketAddr,
+    /// The state the services answer from.
+    pub shop: Shop,
+    tasks: Arc<Mutex<Vec<ServerTask>>>,
 }
+
+/// A running server's task, by service.
+type ServerTask = (Service, JoinHandle<()>);
 
 impl Services {
     /// The address of one service.
@@ -87,108 +186,90 @@ impl Services {
             Service::Orders => self.orders,
             Service::Products => self.products,
             Service::Stores => self.stores,
+            Service::Carts => self.carts,
+            Service::Payments => self.payments,
         }
     }
 
-    /// `[upstreams.*]` TOML for the four services.
+    /// `[upstreams.*]` TOML for all the services; payments with `protocol = "grpc"`.
     pub fn upstreams_toml(&self) -> String {
         Service::ALL
             .iter()
             .map(|s| {
+                let protocol = s
+                    .protocol()
+                    .map(|p| format!("protocol = \"{p}\"\n"))
+                    .unwrap_or_default();
                 format!(
-                    "[upstreams.{}]\ntargets = [\"{}\"]\n",
+                    "[upstreams.{}]\ntargets = [\"{}\"]\n{protocol}",
                     s.name(),
                     self.addr(*s)
                 )
             })
             .collect()
     }
-}
 
-/// Starts all four services on 127.0.0.1 with `latency` added to every answer.
-pub async fn start_all(latency: Duration) -> std::io::Result<Services> {
-    Ok(Services {
-        users: start(Service::Users, latency).await?,
-        orders: start(Service::Orders, latency).await?,
-        products: start(Service::Products, latency).await?,
-        stores: start(Service::Stores, latency).await?,
-    })
-}
-
-/// Starts one service on an ephemeral 127.0.0.1 port; it runs until the runtime stops.
-pub async fn start(service: Service, latency: Duration) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let data: Arc<Vec<Value>> = Arc::new(match serde_json::from_str::<Value>(service.fixtures()) {
-        Ok(Value::Array(items)) => items,
-        _ => Vec::new(),
-    });
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let data = Arc::clone(&data);
-            tokio::spawn(async move {
-                let service_fn = service_fn(move |req: Request<Incoming>| {
-                    let data = Arc::clone(&data);
-                    async move {
-                        if !latency.is_zero() {
-                            tokio::time::sleep(latency).await;
-                        }
-                        Ok::<_, Infallible>(answer(service, &data, &req))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-fn answer(service: Service, data: &[Value], req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({ "error": "only GET" }),
-        );
-    }
-    let path = req.uri().path();
-    let collection = format!("/{}", service.name());
-    if service == Service::Orders && path == collection {
-        let user_id = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("user_id=")))
-            .and_then(|v| v.parse::<u64>().ok());
-        let Some(user_id) = user_id else {
-            return json(
-                StatusCode::BAD_REQUEST,
-                &serde_json::json!({ "error": "user_id is required" }),
-            );
+    /// Stops one service: its port is closed and its open connections are dropped, so calls
+    /// to it fail to connect. Its state stays in the [`Shop`]; a slow capture already waiting
+    /// still acts. Stopping a stopped service does nothing.
+    pub async fn stop(&self, service: Service) {
+        let stopping: Vec<JoinHandle<()>> = {
+            let mut tasks = shop::lock(&self.tasks);
+            let (stopping, running) = std::mem::take(&mut *tasks)
+                .into_iter()
+                .partition(|(s, _)| *s == service);
+            *tasks = running;
+            stopping.into_iter().map(|(_, task)| task).collect()
         };
-        let orders: Vec<&Value> = data.iter().filter(|o| o["user_id"] == user_id).collect();
-        return json(StatusCode::OK, &serde_json::json!(orders));
-    }
-    let id = path
-        .strip_prefix(&collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|id| id.parse::<u64>().ok());
-    match id.and_then(|id| data.iter().find(|item| item["id"] == id)) {
-        Some(item) => json(StatusCode::OK, item),
-        None => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({ "error": format!("no such {} record", service.name()) }),
-        ),
+        for task in stopping {
+            task.abort();
+            // Wait until the listener and connections are dropped.
+            let _ = task.await;
+        }
     }
 }
 
-fn json(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+/// Starts all the services on 127.0.0.1 with `latency` added to every answer, over a
+/// [`Shop::new`] seeded from the fixtures.
+pub async fn start_all(latency: Duration) -> std::io::Result<Services> {
+    start_all_with(Shop::new(), latency).await
+}
+
+/// Starts all the services on 127.0.0.1 over `shop`, with `latency` added to every answer.
+pub async fn start_all_with(shop: Shop, latency: Duration) -> std::io::Result<Services> {
+    let mut tasks = Vec::new();
+    let mut start = async |service| -> std::io::Result<SocketAddr> {
+        let running = server::start(service, shop.clone(), latency).await?;
+        tasks.push((service, running.task));
+        Ok(running.addr)
+    };
+    let started = async {
+        Ok::<_, std::io::Error>((
+            start(Service::Users).await?,
+            start(Service::Orders).await?,
+            start(Service::Products).await?,
+            start(Service::Stores).await?,
+            start(Service::Carts).await?,
+            start(Service::Payments).await?,
+        ))
+    }
+    .await;
+    match started {
+        Ok((users, orders, products, stores, carts, payments)) => Ok(Services {
+            users,
+            orders,
+            products,
+            stores,
+            carts,
+            payments,
+            shop,
+            tasks: Arc::new(Mutex::new(tasks)),
+        }),
+        Err(e) => {
+            for (_, task) in tasks {
+                task.abort();
+            }
+            Err(e)
+        }
+    }
 }
