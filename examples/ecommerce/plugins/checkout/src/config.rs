@@ -249,7 +249,10 @@ mod tests {
         let e = check(r#"{"curency": "EUR"}"#).unwrap_err();
         assert!(e.starts_with("curency: unknown field `curency`"), "{e}");
         let e = check(r#"{"timeouts_ms": {"captur": 5}}"#).unwrap_err();
-        assert!(e.starts_with("timeouts_ms.captur: unknown field `captur`"), "{e}");
+        assert!(
+            e.starts_with("timeouts_ms.captur: unknown field `captur`"),
+            "{e}"
+        );
         assert!(
             check(r#"{"currency": "eur"}"#)
                 .unwrap_err()

@@ -27,7 +27,8 @@
 //!    and the holds overlap in one round trip; the price of every line comes from the
 //!    catalogue, never from the client (a body with other fields is 400). A product the
 //!    catalogue or the inventory does not know is 409 `unknown_product` naming it; too little
-//!    stock is 409 `out_of_stock` with `items: [{product_id, requested, available}]`.
+//!    stock is 409 `out_of_stock` with `items: [{product_id, requested, available}]`. A total
+//!    of 0 is 409 `nothing_to_pay` (the payment service takes only positive amounts).
 //! 3. **authorize**: gRPC `Payments/Authorize` on the `payments` upstream for the total in
 //!    cents, idempotency key `<checkout id>:authorize`, reference the checkout id. A declined
 //!    card is 402 `payment_declined` with the service's `reason`.
@@ -89,8 +90,9 @@
 //!
 //! Without a bucket the key still makes the checkout happen at most once, but nothing is
 //! replayed: a retry after a success finds the cart empty (409 `cart_empty`), and one after a
-//! failure meets the earlier attempt's undone payment or order and is 422
-//! `idempotency_key_reused`; use a new key then.
+//! failure meets what the earlier attempt left under the same ids (a released reservation, a
+//! cancelled order, a voided payment) and is 422 `idempotency_key_reused`, undoing only what it
+//! did itself; use a new key then.
 //!
 //! A request without a key gets a random checkout id.
 //!

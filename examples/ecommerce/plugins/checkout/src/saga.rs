@@ -80,6 +80,14 @@ impl Saga<'_> {
         let lines = self.read_cart()?;
         let priced = self.price_and_reserve(&lines)?;
         let amount = total_cents(&priced)?;
+        if amount == 0 {
+            return Err(Failure::new(
+                409,
+                "nothing_to_pay",
+                "the cart's total is 0; there is no payment to take",
+            )
+            .at("price"));
+        }
         let authorized = self.authorize(amount)?;
         let order = self.create_order(&priced, &authorized.id)?;
         let captured = self.capture(&authorized.id, amount)?;
@@ -180,19 +188,35 @@ impl Saga<'_> {
         let holds = results.split_off(lines.len());
 
         let mut unknown = Vec::new();
+        let mut reused = Vec::new();
         let mut out_of_stock = Vec::new();
         let mut failed: Vec<Failure> = Vec::new();
         for (line, result) in lines.iter().zip(holds) {
             match result {
-                Ok(r) if r.is_success() => self.reserved.push(line.product_id),
+                // 200 is the inventory answering this reservation id again: an earlier
+                // checkout under the same id may have released or committed it since.
+                Ok(r) if r.is_success() => match field(&r, "state").as_deref() {
+                    Some(state) if state != "held" => reused.push(line.product_id),
+                    _ => self.reserved.push(line.product_id),
+                },
                 Ok(r) if r.status() == 404 => unknown.push(line.product_id),
-                Ok(r) if r.status() == 409 && is_out_of_stock(&r) => {
+                Ok(r)
+                    if r.status() == 409
+                        && field(&r, "error").as_deref() == Some("out_of_stock") =>
+                {
                     let body: Option<OutOfStock> = r.json_body().ok();
                     out_of_stock.push(json!({
                         "product_id": line.product_id,
                         "requested": line.quantity,
                         "available": body.and_then(|b| b.available),
                     }));
+                }
+                // The id is held for another quantity: an earlier checkout's.
+                Ok(r)
+                    if r.status() == 409
+                        && field(&r, "error").as_deref() == Some("reservation_conflict") =>
+                {
+                    reused.push(line.product_id);
                 }
                 Ok(r) => {
                     // A server error may come after the hold was made: release it to be sure.
@@ -269,6 +293,12 @@ impl Saga<'_> {
             )
             .at("price")
             .with("product_ids", json!(unknown)));
+        }
+        if !reused.is_empty() {
+            return Err(key_used_elsewhere("reserve").detail(format!(
+                "reservation {} of products {reused:?} belongs to an earlier checkout",
+                self.id
+            )));
         }
         if !out_of_stock.is_empty() {
             return Err(Failure::new(
@@ -371,6 +401,16 @@ impl Saga<'_> {
             .timeout(ms(self.config.timeouts_ms.create_order));
         let response = match call.send() {
             Ok(r) if r.is_success() => r,
+            Ok(r)
+                if r.status() == 409
+                    && field(&r, "error").as_deref() == Some("checkout_id_conflict") =>
+            {
+                return Err(key_used_elsewhere("create_order").detail(format!(
+                    "orders answered {}: {}",
+                    r.status(),
+                    truncated(&r)
+                )));
+            }
             Ok(r) if (400..500).contains(&r.status()) => {
                 let reason = r
                     .json_body::<Value>()
@@ -713,10 +753,10 @@ fn settled(result: Result<Response, HttpError>, gone_is_fine: bool) -> Result<()
     }
 }
 
-fn is_out_of_stock(response: &Response) -> bool {
-    response
-        .json_body::<OutOfStock>()
-        .is_ok_and(|b| b.error == "out_of_stock")
+/// A string field of a JSON answer (`error`, `state`), if there is one.
+fn field(response: &Response, name: &str) -> Option<String> {
+    let body: Value = response.json_body().ok()?;
+    body.get(name)?.as_str().map(str::to_owned)
 }
 
 /// A call that produced no response: 504 for a timeout, else 502.

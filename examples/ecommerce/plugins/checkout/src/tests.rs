@@ -923,3 +923,79 @@ fn too_large_carts_are_refused_before_anything_is_held() {
     assert_eq!(response.status(), 409);
     assert_eq!(json_of(&response)["product_id"], 100);
 }
+
+#[test]
+fn ids_an_earlier_checkout_used_are_refused_as_key_reuse() {
+    let id = id();
+    // The inventory answers the reservation id again, released by the earlier checkout.
+    let host = shop(&id).respond(
+        "POST",
+        &services::reservations(103),
+        ok(json!({"reservation_id": id, "product_id": 103, "quantity": 2, "state": "released"})),
+    );
+    let response = host.handle::<Checkout>(request(Some(KEY)));
+    assert_eq!(response.status(), 422, "{}", response.text_body());
+    let body = json_of(&response);
+    assert_eq!(body["error"], "idempotency_key_reused");
+    assert_eq!(body["step"], "reserve");
+    assert_eq!(
+        compensation(&body),
+        ["release_reservation done"],
+        "only 100 was held here"
+    );
+
+    // The id holds another quantity.
+    let host = shop(&id).respond(
+        "POST",
+        &services::reservations(100),
+        Response::json(409, &json!({"error": "reservation_conflict"})),
+    );
+    let response = host.handle::<Checkout>(request(Some(KEY)));
+    assert_eq!(response.status(), 422);
+
+    // The orders service has another order under this checkout id.
+    let host = shop(&id).respond(
+        "POST",
+        services::ORDERS,
+        Response::json(
+            409,
+            &json!({"error": "checkout_id_conflict", "order_id": 2001}),
+        ),
+    );
+    let response = host.handle::<Checkout>(request(Some(KEY)));
+    assert_eq!(response.status(), 422);
+    let body = json_of(&response);
+    assert_eq!(body["step"], "create_order");
+    assert_eq!(compensation(&body)[0], "void_payment done");
+
+    // It answers this checkout id's order again, cancelled by the earlier checkout.
+    let mut cancelled = order();
+    cancelled["status"] = json!("cancelled");
+    let host = shop(&id).respond("POST", services::ORDERS, ok(cancelled));
+    let response = host.handle::<Checkout>(request(Some(KEY)));
+    assert_eq!(response.status(), 422);
+    assert!(
+        !calls(&host).iter().any(|c| c.contains("/cancel")),
+        "already cancelled"
+    );
+}
+
+#[test]
+fn a_free_cart_is_refused_before_any_payment() {
+    let host = shop(&id())
+        .respond(
+            "GET",
+            &services::product(100),
+            ok(json!({"id": 100, "price": 0})),
+        )
+        .respond(
+            "GET",
+            &services::product(103),
+            ok(json!({"id": 103, "price": 0.0})),
+        );
+    let response = host.handle::<Checkout>(request(Some(KEY)));
+    assert_eq!(response.status(), 409);
+    assert_eq!(json_of(&response)["error"], "nothing_to_pay");
+    assert_eq!(compensation(&json_of(&response)).len(), 2);
+    assert!(!calls(&host).iter().any(|c| c.starts_with("gRPC")));
+}
