@@ -23,9 +23,9 @@
 //! ```
 //!
 //! Features:
-//! - `server`: [`payments_server`], tonic's server for the service (`PaymentsServer` over a
+//! - `server`: `payments_server`, tonic's server for the service (`PaymentsServer` over a
 //!   `Payments` trait).
-//! - `client`: [`payments_client`], tonic's client, generic over any tonic transport.
+//! - `client`: `payments_client`, tonic's client, generic over any tonic transport.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -442,10 +442,8 @@ impl Shop {
     /// this; 0 turns the failures off. The demo reads `n` from `TESSERA_DEMO_PAYMENTS_FAIL_EVERY`.
     pub fn set_payments_fail_every(&self, n: u64) {
         let ledger = &self.state.payments;
-        // Under the book's lock so no call counts half under the old setting.
-        let _book = lock(&ledger.book);
-        ledger.fail_every.store(n, Ordering::SeqCst);
         ledger.calls.store(0, Ordering::SeqCst);
+        ledger.fail_every.store(n, Ordering::SeqCst);
     }
 
     /// How long a capture of a [`CARD_SLOW_CAPTURE`] payment waits before it acts (default
