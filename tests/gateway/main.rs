@@ -3,6 +3,7 @@
 mod auth_plugins;
 mod boundary;
 mod cache;
+mod checkout;
 mod compression;
 mod config;
 mod config_check;
