@@ -101,7 +101,7 @@
 //! See [`Config`]. The route entry must grant the upstreams `carts`, `products`, `orders` and
 //! `payments` (a `protocol = "grpc"` upstream), and its `limits` must fit a checkout:
 //! `timeout_ms` above [`config::Timeouts::worst_case_ms`] (21 s with the default timeouts, so
-//! compensation can finish), `max_calls` at least `3 × max_products + 10`, and `max_in_flight`
+//! compensation can finish), `max_calls` at least `3 × max_products + 16`, and `max_in_flight`
 //! at least `2 × max_products` for the lookups and reservations to overlap fully.
 
 mod answer;
