@@ -182,3 +182,111 @@ async fn the_demo_page_may_call_the_configured_route_from_its_origin() {
     assert!(page.contains(&format!("fetch(\"http://{addr}/api/v2/orders/1001\"")));
     assert!(page.contains(&format!("\"x-api-key\": \"{KEY}\"")));
 }
+
+async fn post_with_key(
+    gw: &tessera::RunningGateway,
+    path: &str,
+    body: &str,
+    idempotency_key: Option<&str>,
+) -> Reply {
+    let mut request = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{}{path}", gw.local_addr()))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json");
+    if let Some(k) = idempotency_key {
+        request = request.header("idempotency-key", k);
+    }
+    fetch(
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+}
+
+/// The checkouts the README shows, through the demo's own routes: a paid order, a declined card
+/// that leaves the stock as it was, the out-of-stock cart, a retried key that charges once, and a
+/// cart filled again through the proxied carts service.
+#[tokio::test]
+async fn the_demo_checks_out_carts_over_grpc_as_the_readme_shows() {
+    let services = tessera_ecommerce_services::start_all(Duration::ZERO)
+        .await
+        .unwrap();
+    let shop = services.shop.clone();
+    let demo = demo(&services).await;
+    let gw = &demo.gateway;
+    let card = |user: u64, card: &str| {
+        format!(r#"{{"user_id":{user},"store_id":1,"card_number":"{card}"}}"#)
+    };
+
+    let stock_before = shop.available(102).unwrap();
+    let declined = post_with_key(gw, "/api/checkout", &card(2, "4000000000000002"), None).await;
+    assert_eq!(
+        declined.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{}",
+        declined.text()
+    );
+    assert_eq!(declined.json()["error"], "payment_declined");
+    assert_eq!(
+        shop.available(102),
+        Some(stock_before),
+        "reservations released"
+    );
+
+    let out = post_with_key(gw, "/api/checkout", &card(3, "4242424242424242"), None).await;
+    assert_eq!(out.status, StatusCode::CONFLICT, "{}", out.text());
+    assert_eq!(out.json()["error"], "out_of_stock");
+
+    let paid = post_with_key(
+        gw,
+        "/api/checkout",
+        &card(1, "4242424242424242"),
+        Some("demo-1"),
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let again = post_with_key(
+        gw,
+        "/api/checkout",
+        &card(1, "4242424242424242"),
+        Some("demo-1"),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
+    assert_eq!(
+        again.json()["id"],
+        paid.json()["id"],
+        "the first answer, replayed"
+    );
+    let captured = shop
+        .payments()
+        .iter()
+        .filter(|p| p.captured_cents > 0)
+        .count();
+    assert_eq!(captured, 1, "one charge for the retried key");
+    assert!(shop.cart(1).is_empty(), "the cart was emptied");
+
+    let filled = post_with_key(
+        gw,
+        "/carts/1/items",
+        r#"{"product_id":100,"quantity":2}"#,
+        None,
+    )
+    .await;
+    assert_eq!(filled.status, StatusCode::OK, "{}", filled.text());
+    assert_eq!(shop.cart(1).len(), 1);
+    let no_key = fetch(
+        http::Request::post(format!("http://{}/api/checkout", gw.local_addr()))
+            .body(http_body_util::Full::new(bytes::Bytes::from(card(
+                1,
+                "4242424242424242",
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(no_key.status, StatusCode::UNAUTHORIZED);
+}

@@ -14,7 +14,7 @@ pub const CONFIG: &str = include_str!("demo.toml");
 pub const ORDERS_V2: &str = include_str!("orders_v2.toml");
 
 /// Plugin crates the demo serves, and the names routes know them by.
-pub const PLUGINS: [(&str, &str); 8] = [
+pub const PLUGINS: [(&str, &str); 9] = [
     ("hello", "tessera_example_hello"),
     ("headers", "tessera_plugin_headers"),
     ("cache", "tessera_plugin_cache"),
@@ -23,6 +23,7 @@ pub const PLUGINS: [(&str, &str); 8] = [
     ("aggregate", "tessera_plugin_aggregate"),
     ("order-details", "tessera_example_order_details"),
     ("order-history", "tessera_example_order_history"),
+    ("checkout", "tessera_example_checkout"),
 ];
 
 /// What the demo fills into [`CONFIG`].

@@ -59,6 +59,12 @@ async fn main() -> anyhow::Result<()> {
     let page_origin = format!("http://{PAGE_ADDR}");
 
     let services = tessera_ecommerce_services::start_all(latency).await?;
+    if let Ok(n) = std::env::var("TESSERA_DEMO_PAYMENTS_FAIL_EVERY") {
+        let n = n.parse().context(
+            "TESSERA_DEMO_PAYMENTS_FAIL_EVERY must be a whole number (every n-th payments call fails; 0: none)",
+        )?;
+        services.shop.set_payments_fail_every(n);
+    }
     let text = config_text(&Settings {
         plugin_dir: &plugin_dir,
         cache_dir: &cache_dir,
@@ -90,6 +96,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "  curl -si -H \"x-api-key: $KEY\" http://{addr}/api/orders/1001 | grep x-cache   # again within 10 s: a cache hit"
+    );
+    println!(
+        "  curl -s -H \"x-api-key: $KEY\" -d '{{\"user_id\":1,\"store_id\":1,\"card_number\":\"4242424242424242\"}}' http://{addr}/api/checkout   # cart -> paid order (gRPC payment)"
+    );
+    println!(
+        "  curl -s -H \"x-api-key: $KEY\" -d '{{\"user_id\":2,\"store_id\":1,\"card_number\":\"4000000000000002\"}}' http://{addr}/api/checkout   # 402: declined, stock released"
+    );
+    println!(
+        "  curl -s -H \"x-api-key: $KEY\" -d '{{\"user_id\":3,\"store_id\":1,\"card_number\":\"4242424242424242\"}}' http://{addr}/api/checkout   # 409: out of stock"
+    );
+    println!(
+        "  curl -s -H \"x-api-key: $KEY\" -d '{{\"product_id\":100,\"quantity\":2}}' http://{addr}/carts/1/items   # fill a cart again"
     );
     println!("  curl -si http://{addr}/api/orders/1001                        # 401: no key");
     println!(
