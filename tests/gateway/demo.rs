@@ -257,11 +257,14 @@ async fn the_demo_checks_out_carts_over_grpc_as_the_readme_shows() {
     )
     .await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
+    let order_id = paid.json()["order"]["id"].clone();
+    assert!(order_id.is_u64(), "{}", paid.text());
     assert_eq!(
-        again.json()["id"],
-        paid.json()["id"],
+        again.json()["order"]["id"],
+        order_id,
         "the first answer, replayed"
     );
+    assert_eq!(paid.json()["payment"]["state"], "captured");
     let captured = shop
         .payments()
         .iter()
