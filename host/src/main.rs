@@ -1,4 +1,6 @@
-//! The `tessera` command: `tessera run <config>` serves, `tessera check <config>` validates.
+//! The `tessera` command: `tessera run <config>` serves, `tessera check <config>` validates,
+//! `tessera plugin push` loads a plugin into a running gateway, `tessera new` starts a plugin
+//! project.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tessera::Gateway;
 use tessera::config::Config;
+
+mod scaffold;
 
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Programmable API gateway")]
@@ -37,6 +41,31 @@ enum Command {
         /// Bearer token (default: $TESSERA_ADMIN_TOKEN).
         #[arg(long, global = true)]
         token: Option<String>,
+    },
+    /// Start a plugin project: a filter or a handler, in Rust, JavaScript or Python, with its
+    /// tests and a README saying how to build, test and load it.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["filter", "handler"])))]
+    New {
+        /// The plugin's name: lower-case letters, digits and '-', starting with a letter, at most
+        /// 64 characters. The project is created in <DIR>/<NAME>.
+        name: String,
+        /// A filter: sees requests before the route's target and responses after it.
+        #[arg(long)]
+        filter: bool,
+        /// A handler: the route's target.
+        #[arg(long)]
+        handler: bool,
+        /// The language.
+        #[arg(long, value_enum, default_value_t = scaffold::Language::Rust)]
+        lang: scaffold::Language,
+        /// The directory to create the project in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust: where the tessera-sdk dependency comes from, a path to the SDK's directory or a
+        /// version for a registry that has it (default: the sdk/ of the checkout this tessera
+        /// was built from).
+        #[arg(long, value_name = "PATH|VERSION")]
+        sdk: Option<String>,
     },
 }
 
@@ -85,6 +114,41 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::New {
+            name,
+            filter,
+            handler: _,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let request = scaffold::Request {
+                name,
+                kind: if filter {
+                    scaffold::Kind::Filter
+                } else {
+                    scaffold::Kind::Handler
+                },
+                language: lang,
+                parent: dir,
+                sdk,
+            };
+            let project = scaffold::create(&request)?;
+            println!(
+                "Created a {} {} plugin in {}. Next:\n\n  cd {}",
+                request.language,
+                request.kind,
+                project.dir.display(),
+                project.dir.display()
+            );
+            for command in &project.next {
+                println!("  {command}");
+            }
+            println!(
+                "\nREADME.md explains each step, and the route to add to the gateway's config."
+            );
+            Ok(())
+        }
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
             let routes = loaded.routes.len();
