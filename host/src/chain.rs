@@ -19,11 +19,12 @@ use crate::access::ServedBy;
 use crate::admission::Admission;
 use crate::bindings::{self, RequestAction};
 use crate::body::{self, Body, BodyFault, BodyFaultKind, CollectError};
+use crate::canary::Canary;
 use crate::error::{self, GatewayError, PluginFailure};
 use crate::metrics::Phase;
 use crate::outbound::OutboundContext;
 use crate::plugin::CallLimits;
-use crate::plugin::{CallContext, PluginInstance};
+use crate::plugin::{CallContext, LoadedPlugin, PluginInstance};
 use crate::records::{
     apply_request, apply_response, headers_to_plugin, request_to_plugin, response_from_plugin,
 };
@@ -170,13 +171,34 @@ async fn instantiate(
     use_: &RoutePlugin,
     info: &RequestInfo,
 ) -> Result<PluginInstance, GatewayError> {
-    info.admission.enter().await?;
+    let picked = pick(runtime, use_)?;
+    instantiate_picked(runtime, route, use_, info, picked).await
+}
+
+/// The plugin version an entry runs for this request: its own, or its canary's for the canary's
+/// share of requests.
+fn pick<'a>(
+    runtime: &'a Runtime,
+    use_: &'a RoutePlugin,
+) -> Result<(&'a Arc<LoadedPlugin>, Option<&'a Arc<Canary>>), GatewayError> {
     let canary = use_.canary.as_ref().filter(|c| c.pick());
     let name = canary.map_or(use_.plugin.as_str(), |c| c.plugin.as_str());
     let plugin = runtime
         .plugins
         .get(name)
         .ok_or_else(|| GatewayError::Internal(anyhow::anyhow!("plugin `{name}` is not loaded")))?;
+    Ok((plugin, canary))
+}
+
+async fn instantiate_picked(
+    runtime: &Runtime,
+    route: &RouteEntry,
+    use_: &RoutePlugin,
+    info: &RequestInfo,
+    (plugin, canary): (&Arc<LoadedPlugin>, Option<&Arc<Canary>>),
+) -> Result<PluginInstance, GatewayError> {
+    info.admission.enter().await?;
+    let name = plugin.name();
     let call = CallContext {
         plugin: Arc::clone(plugin.label()),
         config_json: Arc::clone(&use_.config_json),
@@ -393,10 +415,23 @@ async fn target(
             .await
         }
         Target::Handler(handler) => {
+            let picked = pick(runtime, handler)?;
+            if picked.0.serves_wasi_http() {
+                // A standard wasi:http component reads the body as it streams in.
+                let mut instance =
+                    instantiate_picked(runtime, route, handler, info, picked).await?;
+                let span = instance.traced(info.trace.as_ref(), Phase::Handle);
+                let served_by = Arc::clone(instance.plugin().label());
+                let mut answer = instance
+                    .serve_wasi_http(request, &handler.limits, span)
+                    .await?;
+                answer.extensions_mut().insert(ServedBy(served_by));
+                return Ok(answer);
+            }
             // The body first: a slow client must not hold an instance while it sends.
             let (parts, body) = request.into_parts();
             let bytes = read_request_body(body, runtime.max_body_bytes, info).await?;
-            let mut instance = instantiate(runtime, route, handler, info).await?;
+            let mut instance = instantiate_picked(runtime, route, handler, info, picked).await?;
             let record = request_to_plugin(&parts, Some(bytes.to_vec()));
             let span = instance.traced(info.trace.as_ref(), Phase::Handle);
             let response = instance.handle(record).await;

@@ -19,6 +19,10 @@
 //!
 //! A call to a `protocol = "grpc"` upstream carries a `grpc-timeout` no longer than the call's
 //! own timeout, so the server gives up when the gateway does.
+//!
+//! Standard `wasi:http` components call out through `wasi:http/outgoing-handler`; their calls
+//! pass the same checks ([`Outbound::admit`]) and run on the same clients, with both bodies
+//! streaming (`wasi_http`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +44,9 @@ use crate::telemetry::TraceSpan;
 use crate::upstream::{self, Upstream, Upstreams};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+
+mod wasi_http;
+pub(crate) use wasi_http::body_error_to_wasi;
 
 /// Per-request caps on a plugin's calls.
 #[derive(Debug, Clone, Copy)]
@@ -91,14 +98,37 @@ struct Prepared {
     span: Option<TraceSpan>,
 }
 
-enum Destination {
+/// A call that passed every check ([`Outbound::admit`]): where it goes, the request head to send
+/// (path and query only; the destination supplies the rest), and how long to wait for the answer.
+pub(crate) struct Admitted {
+    pub(crate) destination: Destination,
+    pub(crate) head: http::request::Parts,
+    /// The destination's response timeout, lowered by the plugin's.
+    pub(crate) timeout: Duration,
+    /// The call's `tessera.outbound` span, when traces are on.
+    pub(crate) span: Option<TraceSpan>,
+}
+
+impl Admitted {
+    fn with_body(self, body: body::Body) -> Prepared {
+        Prepared {
+            destination: self.destination,
+            request: Request::from_parts(self.head, body),
+            timeout: self.timeout,
+            span: self.span,
+        }
+    }
+}
+
+/// Where an admitted call goes.
+pub(crate) enum Destination {
     Upstream(Arc<Upstream>),
     Direct(http::uri::Scheme, http::uri::Authority),
 }
 
 impl Destination {
     /// The upstream's name, or the allowed host's authority (what metrics call it).
-    fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             Destination::Upstream(u) => u.name(),
             Destination::Direct(_, a) => a.as_str(),
@@ -216,20 +246,46 @@ impl Outbound {
         futures::future::join_all(runs).await
     }
 
-    /// Checks a call against the URL rules, the grants and the call cap. A refused call is
-    /// counted with upstream `-`: what it asked for is the plugin's to choose, and must not
-    /// become a label.
+    /// Checks a call made through `http-client` and attaches its (buffered) body.
     fn prepare(&mut self, request: OutgoingRequest) -> Result<Prepared, HttpError> {
-        let prepared = self.check(request);
-        if let Err(e) = &prepared {
+        let asked = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        let admitted = self.admit(&request.method, &request.url, &request.headers, asked)?;
+        let body = request.body.map(Bytes::from).unwrap_or_default();
+        Ok(admitted.with_body(body::full(body)))
+    }
+
+    /// The checks every outbound call passes, whichever interface the plugin used
+    /// (`tessera:gateway/http-client` or `wasi:http/outgoing-handler`): the call cap, the URL
+    /// rules and grants, the method, the header rule and size cap; then the ids every call
+    /// carries (`x-request-id`, `traceparent`, and `grpc-timeout` for gRPC upstreams) and the
+    /// call's span. `asked` is the plugin's own timeout, which can only lower the destination's.
+    /// A refused call is counted with upstream `-`: what it asked for is the plugin's to choose,
+    /// and must not become a label.
+    pub(crate) fn admit(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[bindings::Header],
+        asked: Option<Duration>,
+    ) -> Result<Admitted, HttpError> {
+        let admitted = self.check(method, url, headers, asked);
+        if let Err(e) = &admitted {
             self.call
                 .metrics
                 .outbound_call(&self.call.plugin, "-", outcome(Err(e)));
         }
-        prepared
+        admitted
     }
 
-    fn check(&mut self, request: OutgoingRequest) -> Result<Prepared, HttpError> {
+    fn check(
+        &mut self,
+        method: &str,
+        url: &str,
+        plugin_headers: &[bindings::Header],
+        asked: Option<Duration>,
+    ) -> Result<Admitted, HttpError> {
         if self.calls >= self.call.limits.max_calls {
             return Err(HttpError::LimitExceeded(format!(
                 "more than {} calls for one request",
@@ -237,14 +293,10 @@ impl Outbound {
             )));
         }
         self.calls += 1;
-        let (destination, path_and_query, default_timeout) = self.destination(&request.url)?;
-        let mut timeout = default_timeout;
-        if let Some(ms) = request.timeout_ms {
-            timeout = timeout.min(Duration::from_millis(u64::from(ms)));
-        }
-        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
-            HttpError::InvalidRequest(format!("`{}` is not an HTTP method", request.method))
-        })?;
+        let (destination, path_and_query, default_timeout) = self.destination(url)?;
+        let timeout = asked.map_or(default_timeout, |a| a.min(default_timeout));
+        let method = http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("`{method}` is not an HTTP method")))?;
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path_and_query);
@@ -252,7 +304,7 @@ impl Outbound {
             .headers_mut()
             .ok_or_else(|| HttpError::InvalidRequest("malformed request".into()))?;
         // The body is the plugin's and the host frames it; `host` comes from the destination.
-        *headers = headers::from_plugin(&request.headers, Framing::NewBody, None)
+        *headers = headers::from_plugin(plugin_headers, Framing::NewBody, None)
             .map_err(HttpError::InvalidRequest)?;
         let size = headers::block_size(headers);
         if size > self.call.max_header_bytes {
@@ -278,7 +330,7 @@ impl Outbound {
             };
             let mut attributes = vec![
                 KeyValue::new("http.request.method", crate::metrics::method_label(&method)),
-                KeyValue::new("url.full", request.url.clone()),
+                KeyValue::new("url.full", url.to_owned()),
                 KeyValue::new("server.address", address),
             ];
             if let Some(port) = port {
@@ -293,13 +345,13 @@ impl Outbound {
         if let Ok(v) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT, v);
         }
-        let body = request.body.map(Bytes::from).unwrap_or_default();
-        let request_out = builder
-            .body(body::full(body))
-            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
-        Ok(Prepared {
+        let (head, ()) = builder
+            .body(())
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?
+            .into_parts();
+        Ok(Admitted {
             destination,
-            request: request_out,
+            head,
             timeout,
             span,
         })
@@ -377,7 +429,7 @@ impl Outbound {
     }
 }
 
-async fn acquire(semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, HttpError> {
+pub(crate) async fn acquire(semaphore: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, HttpError> {
     Arc::clone(semaphore)
         .acquire_owned()
         .await
@@ -414,7 +466,7 @@ async fn execute(
 }
 
 /// A call's result as a metrics label.
-fn outcome(result: Result<(), &HttpError>) -> &'static str {
+pub(crate) fn outcome(result: Result<(), &HttpError>) -> &'static str {
     match result {
         Ok(()) => "ok",
         Err(HttpError::Denied(_)) => "denied",
@@ -434,6 +486,41 @@ async fn exchange(
     timeout: Duration,
 ) -> Result<Answer, HttpError> {
     let started = tokio::time::Instant::now();
+    let response = open(call, destination, request, timeout).await?;
+    let (parts, body) = response.into_parts();
+    // The timeout covers the whole exchange, body included.
+    let remaining = timeout.saturating_sub(started.elapsed());
+    let collected = body::collect_with_trailers(body, call.max_body_bytes);
+    let (body, trailers) = match tokio::time::timeout(remaining, collected).await {
+        Err(_) => return Err(HttpError::Timeout),
+        Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
+        Ok(Err(body::CollectError::Stream(e))) => {
+            return Err(HttpError::ConnectionFailed(e.to_string()));
+        }
+        Ok(Ok(collected)) => collected,
+    };
+    let trailers = match trailers {
+        Some(t) => crate::records::headers_to_plugin(&checked_trailers(call, t)?),
+        None => Vec::new(),
+    };
+    Ok(Answer {
+        response: bindings::Response {
+            status: parts.status.as_u16(),
+            headers: crate::records::headers_to_plugin(&parts.headers),
+            body: Some(body.to_vec()),
+        },
+        trailers,
+    })
+}
+
+/// Sends an admitted call to its destination and waits for the response head within
+/// `timeout`; the body streams. Hop-by-hop headers of the response are gone.
+pub(crate) async fn open(
+    call: &OutboundContext,
+    destination: &Destination,
+    request: Request<body::Body>,
+    timeout: Duration,
+) -> Result<http::Response<body::Body>, HttpError> {
     let sent = match destination {
         Destination::Upstream(u) => u.send(request, timeout).await,
         Destination::Direct(scheme, authority) => {
@@ -448,48 +535,32 @@ async fn exchange(
             .await
         }
     };
-    let response = match sent {
+    let mut response = match sent {
         Ok(r) => r,
         Err(GatewayError::UpstreamTimeout { .. }) => return Err(HttpError::Timeout),
         Err(e) => return Err(HttpError::ConnectionFailed(e.to_string())),
     };
-    let (mut parts, body) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    // The timeout covers the whole exchange, body included.
-    let remaining = timeout.saturating_sub(started.elapsed());
-    let collected = body::collect_with_trailers(body, call.max_body_bytes);
-    let (body, trailers) = match tokio::time::timeout(remaining, collected).await {
-        Err(_) => return Err(HttpError::Timeout),
-        Ok(Err(body::CollectError::TooLarge)) => return Err(HttpError::BodyTooLarge),
-        Ok(Err(body::CollectError::Stream(e))) => {
-            return Err(HttpError::ConnectionFailed(e.to_string()));
-        }
-        Ok(Ok(collected)) => collected,
-    };
-    let trailers = match trailers {
-        Some(mut t) => {
-            headers::strip_hop_by_hop(&mut t);
-            t.remove(http::header::CONTENT_LENGTH);
-            t.remove(http::header::TRANSFER_ENCODING);
-            let size = headers::block_size(&t);
-            if size > call.max_header_bytes {
-                return Err(HttpError::ConnectionFailed(format!(
-                    "the response's trailers take {size} bytes; at most {} are allowed",
-                    call.max_header_bytes
-                )));
-            }
-            crate::records::headers_to_plugin(&t)
-        }
-        None => Vec::new(),
-    };
-    Ok(Answer {
-        response: bindings::Response {
-            status: parts.status.as_u16(),
-            headers: crate::records::headers_to_plugin(&parts.headers),
-            body: Some(body.to_vec()),
-        },
-        trailers,
-    })
+    headers::strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// A response's trailers under the header rule: no framing or hop-by-hop fields, within
+/// `server.max_header_bytes`.
+pub(crate) fn checked_trailers(
+    call: &OutboundContext,
+    mut trailers: http::HeaderMap,
+) -> Result<http::HeaderMap, HttpError> {
+    headers::strip_hop_by_hop(&mut trailers);
+    trailers.remove(http::header::CONTENT_LENGTH);
+    trailers.remove(http::header::TRANSFER_ENCODING);
+    let size = headers::block_size(&trailers);
+    if size > call.max_header_bytes {
+        return Err(HttpError::ConnectionFailed(format!(
+            "the response's trailers take {size} bytes; at most {} are allowed",
+            call.max_header_bytes
+        )));
+    }
+    Ok(trailers)
 }
 
 /// `grpc-timeout`.

@@ -25,3 +25,4 @@ mod reload;
 mod server;
 mod tls;
 mod transform;
+mod wasi_http;

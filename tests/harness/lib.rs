@@ -171,6 +171,7 @@ pub fn plugins_section() -> String {
         ("test-filter", "tessera-test-filter"),
         ("test-handler", "tessera-test-handler"),
         ("hostile", "tessera-test-hostile"),
+        ("wasi-http", "tessera-test-wasi-http"),
     ] {
         s.push_str(&format!(
             "{name} = {:?}\n",

@@ -42,6 +42,7 @@ impl LoadedPlugin {
         config: &Config,
         upstreams: &Arc<Upstreams>,
     ) -> Result<(), LoadError> {
+        self.check_instance_modes(config)?;
         if self.config_check.is_none() {
             return Ok(());
         }
@@ -64,6 +65,28 @@ impl LoadedPlugin {
                         entry: key.clone(),
                         message,
                     })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `wasi:http` component's instance lives as long as its response streams, so it cannot
+    /// be parked for the next request: an entry asking for `instances = "reuse"` is refused.
+    fn check_instance_modes(&self, config: &Config) -> Result<(), LoadError> {
+        if self.wasi_http.is_none() {
+            return Ok(());
+        }
+        for route in &config.routes {
+            for (entry, _, key) in route.plugin_entries() {
+                if entry.plugin.get_ref() == &self.name
+                    && entry.instances == crate::config::InstanceMode::Reuse
+                {
+                    return Err(LoadError::WrongWorld(format!(
+                        "route `{}` {key}: plugin `{}` is a wasi:http/proxy component, which gets a fresh instance per request; remove `instances = \"reuse\"`",
+                        route.path.get_ref(),
+                        self.name
+                    )));
+                }
             }
         }
         Ok(())

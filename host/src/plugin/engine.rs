@@ -17,6 +17,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::cache;
 use super::registry::{LoadError, LoadedPlugin};
@@ -25,6 +26,7 @@ use crate::bindings::{self, config_check, request_filter, request_handler};
 use crate::config::{PluginLimits, PluginsConfig};
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundLimits};
+use wasmtime_wasi_http::p2::bindings::exports::wasi::http::incoming_handler;
 
 /// The limits one plugin call runs under: `[plugins.limits]` with the route entry's overrides.
 #[derive(Debug, Clone, Copy)]
@@ -187,8 +189,10 @@ impl PluginEngine {
         let mut pool = PoolingAllocationConfig::default();
         let n = config.max_instances;
         pool.total_component_instances(n)
-            // A Rust guest is one main module plus a few small shim modules.
-            .total_core_instances(n.saturating_mul(8))
+            // Core instances per component instance: a Rust guest is one main module plus two
+            // small shims (3); componentize-js makes 4; componentize-py links libc, libpython and
+            // its runtime as separate modules (14). The slots are counted, not preallocated.
+            .total_core_instances(n.saturating_mul(16))
             .total_memories(n)
             .total_tables(n.saturating_mul(4))
             .total_stacks(n)
@@ -214,6 +218,9 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http")?;
         bindings::PluginWorld::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the tessera:gateway imports")?;
@@ -292,9 +299,16 @@ impl PluginEngine {
         let filter = request_filter::GuestIndices::new(&pre).ok();
         let handler = request_handler::GuestIndices::new(&pre).ok();
         let config_check = config_check::GuestIndices::new(&pre).ok();
-        if filter.is_none() && handler.is_none() {
+        // A standard `wasi:http/proxy` component (any 0.2.x): a handler with streaming bodies.
+        // A component that also exports the tessera handler is served as that.
+        let wasi_http = if handler.is_none() {
+            incoming_handler::GuestIndices::new(&pre).ok()
+        } else {
+            None
+        };
+        if filter.is_none() && handler.is_none() && wasi_http.is_none() {
             return Err(LoadError::WrongWorld(
-                "the component exports neither tessera:gateway/request-filter nor tessera:gateway/request-handler".into(),
+                "the component exports none of tessera:gateway/request-filter, tessera:gateway/request-handler and wasi:http/incoming-handler".into(),
             ));
         }
         Ok(LoadedPlugin {
@@ -309,6 +323,7 @@ impl PluginEngine {
             pre,
             filter,
             handler,
+            wasi_http,
             config_check,
             accepted_configs: Default::default(),
         })
@@ -362,6 +377,7 @@ impl PluginEngine {
         .allow_ip_name_lookup(false);
         let state = PluginState {
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: PluginLimiter {
                 max_memory: memory_bytes.min(self.limits.memory_bytes),

@@ -21,10 +21,10 @@ use opentelemetry::trace::SpanKind;
 /// One plugin instance serving one request. A filter's instance lives from its on-request to its
 /// on-response, so a filter may carry state between the two phases of the same request.
 pub struct PluginInstance {
-    store: Store<PluginState>,
-    plugin: Arc<LoadedPlugin>,
-    instance: wasmtime::component::Instance,
-    timeout: Duration,
+    pub(super) store: Store<PluginState>,
+    pub(super) plugin: Arc<LoadedPlugin>,
+    pub(super) instance: wasmtime::component::Instance,
+    pub(super) timeout: Duration,
     canary: Option<Arc<crate::canary::Canary>>,
     failed: bool,
     /// The filter or handler exports, once looked up.
@@ -257,7 +257,7 @@ impl PluginInstance {
         Ok(guest)
     }
 
-    fn not_a(&self, world: &str) -> GatewayError {
+    pub(super) fn not_a(&self, world: &str) -> GatewayError {
         failure(
             &self.plugin,
             PluginFailure::Instantiate,
@@ -265,7 +265,7 @@ impl PluginInstance {
         )
     }
 
-    fn finish<R>(
+    pub(super) fn finish<R>(
         &mut self,
         result: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
         phase: Phase,
@@ -333,7 +333,11 @@ fn is_pool_exhausted(e: &wasmtime::Error) -> bool {
         .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
-fn failure(plugin: &LoadedPlugin, kind: PluginFailure, source: anyhow::Error) -> GatewayError {
+pub(super) fn failure(
+    plugin: &LoadedPlugin,
+    kind: PluginFailure,
+    source: anyhow::Error,
+) -> GatewayError {
     plugin.errors.fetch_add(1, Ordering::Relaxed);
     plugin.metrics.failed(kind, false);
     GatewayError::Plugin {

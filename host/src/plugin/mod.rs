@@ -18,7 +18,9 @@
 //! - `state`: [`PluginState`], the per-store data ([`CallContext`], the memory limiter, the log
 //!   budget shared by log calls and stdout/stderr);
 //! - `reuse`: [`ReusePool`], idle instances of a route entry that opted into reuse;
-//! - `host`: the `tessera:gateway` imports, implemented on [`PluginState`].
+//! - `host`: the `tessera:gateway` imports, implemented on [`PluginState`];
+//! - `wasi_http`: standard `wasi:http/proxy` components as route handlers, with streaming bodies
+//!   ([`PluginInstance::serve_wasi_http`]).
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 //! [`Store`]: wasmtime::Store
@@ -31,6 +33,7 @@ mod instance;
 mod registry;
 mod reuse;
 mod state;
+mod wasi_http;
 
 pub use cache::write_atomically;
 pub use check::MAX_MESSAGE_CHARS;

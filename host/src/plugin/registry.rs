@@ -18,6 +18,7 @@ use super::state::PluginState;
 use crate::bindings::{config_check, request_filter, request_handler};
 use crate::config::PluginUse;
 use crate::upstream::Upstreams;
+use wasmtime_wasi_http::p2::bindings::exports::wasi::http::incoming_handler;
 
 /// Why a plugin could not be loaded (from a file, the admin API or a reload). Client faults
 /// (what was uploaded or configured is wrong) and server faults (the disk, the gateway) are told
@@ -111,6 +112,9 @@ pub struct LoadedPlugin {
     pub(super) pre: InstancePre<PluginState>,
     pub(super) filter: Option<request_filter::GuestIndices>,
     pub(super) handler: Option<request_handler::GuestIndices>,
+    /// A standard `wasi:http/proxy` component's `incoming-handler` (only when `handler` is not
+    /// there): served as a route handler with streaming bodies.
+    pub(super) wasi_http: Option<incoming_handler::GuestIndices>,
     pub(super) config_check: Option<config_check::GuestIndices>,
     /// SHA-256 of each config JSON this version's `config-check` accepted.
     pub(super) accepted_configs: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
@@ -123,6 +127,7 @@ impl fmt::Debug for LoadedPlugin {
             .field("version", &self.version)
             .field("filter", &self.filter.is_some())
             .field("handler", &self.handler.is_some())
+            .field("wasi_http", &self.wasi_http.is_some())
             .field("config_check", &self.config_check.is_some())
             .finish_non_exhaustive()
     }
@@ -170,7 +175,7 @@ impl LoadedPlugin {
     pub fn fits(&self, uses: &[(&str, PluginUse)]) -> Result<(), LoadError> {
         for (used, usage) in uses {
             if *used == self.name && !self.supports(*usage) {
-                return Err(LoadError::WrongWorld(wrong_world(&self.name, *usage)));
+                return Err(LoadError::WrongWorld(self.wrong_world(*usage)));
             }
         }
         Ok(())
@@ -185,6 +190,9 @@ impl LoadedPlugin {
         if self.handler.is_some() {
             worlds.push("handler");
         }
+        if self.wasi_http.is_some() {
+            worlds.push("wasi:http/proxy");
+        }
         worlds
     }
 
@@ -192,8 +200,25 @@ impl LoadedPlugin {
     pub fn supports(&self, usage: PluginUse) -> bool {
         match usage {
             PluginUse::Filter => self.filter.is_some(),
-            PluginUse::Handler => self.handler.is_some(),
+            PluginUse::Handler => self.handler.is_some() || self.wasi_http.is_some(),
         }
+    }
+
+    /// Whether this is a standard `wasi:http/proxy` component (served with streaming bodies)
+    /// rather than a `tessera:gateway` handler.
+    pub fn serves_wasi_http(&self) -> bool {
+        self.wasi_http.is_some()
+    }
+
+    /// Why this component cannot serve `usage`.
+    fn wrong_world(&self, usage: PluginUse) -> String {
+        let name = &self.name;
+        if usage == PluginUse::Filter && self.wasi_http.is_some() {
+            return format!(
+                "a route uses plugin `{name}` as a filter, but it is a wasi:http/proxy component, which can only serve a route as its handler"
+            );
+        }
+        wrong_world(name, usage)
     }
 
     /// `name@version`, as logs and errors name this version.
@@ -207,8 +232,12 @@ fn wrong_world(name: &str, usage: PluginUse) -> String {
         PluginUse::Filter => ("filter", "request-filter"),
         PluginUse::Handler => ("handler", "request-handler"),
     };
+    let or_wasi_http = match usage {
+        PluginUse::Handler => " or wasi:http/incoming-handler",
+        PluginUse::Filter => "",
+    };
     format!(
-        "a route uses plugin `{name}` as a {world}, but it does not export tessera:gateway/{iface} (build it for the `{world}` world)"
+        "a route uses plugin `{name}` as a {world}, but it does not export tessera:gateway/{iface}{or_wasi_http} (build it for the `{world}` world)"
     )
 }
 
@@ -367,7 +396,7 @@ impl PluginRegistry {
                 );
             };
             if !plugin.supports(usage) {
-                bail!("{}", wrong_world(name, usage));
+                bail!("{}", plugin.wrong_world(usage));
             }
         }
         Ok(())

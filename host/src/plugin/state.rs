@@ -1,5 +1,6 @@
-//! Per-store data: what the host imports know about the request ([`CallContext`]), WASI, the
-//! memory limiter, and the log budget that guest log calls and stdout/stderr lines share.
+//! Per-store data: what the host imports know about the request ([`CallContext`]), WASI and
+//! `wasi:http`, the memory limiter, and the log budget that guest log calls and stdout/stderr
+//! lines share.
 
 use std::fmt;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::CallLimits;
 use crate::outbound::{Outbound, OutboundContext};
@@ -53,6 +55,7 @@ pub(super) type CurrentLog = Arc<arc_swap::ArcSwap<LogBudget>>;
 /// Per-store data: WASI, the limiter and the request's context.
 pub struct PluginState {
     pub(super) wasi: WasiCtx,
+    pub(super) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(super) limiter: PluginLimiter,
     pub(crate) call: Arc<CallContext>,
@@ -76,6 +79,18 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:http`'s outgoing calls go through [`Outbound`], the same checks and clients as
+/// `tessera:gateway/http-client` (see [`crate::outbound`]).
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
