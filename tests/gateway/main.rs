@@ -18,6 +18,7 @@ mod keyvalue;
 mod observability;
 mod orchestration;
 mod plugins;
+mod polyglot;
 mod probes;
 mod proxy;
 mod ratelimit;

@@ -65,6 +65,45 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// The directory of the JavaScript and Python plugins: `js/<name>.wasm` and `python/<name>.wasm`
+/// (sources in `examples/js` and `examples/python`). `cargo xtask test` builds them first and
+/// sets `TESSERA_POLYGLOT_DIR`; otherwise the first call runs `cargo xtask polyglot`, the same
+/// build (it installs the pinned toolchains under `target/polyglot` once and rebuilds only what
+/// changed).
+pub fn polyglot_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("TESSERA_POLYGLOT_DIR") {
+            return PathBuf::from(dir);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["run", "--quiet", "-p", "xtask", "--", "polyglot"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running cargo xtask polyglot to build the JavaScript and Python plugins");
+        assert!(
+            output.status.success(),
+            "cargo xtask polyglot failed: building the JavaScript and Python plugins"
+        );
+        // The task prints the directory it built into, as its only output line.
+        let dir = String::from_utf8_lossy(&output.stdout);
+        PathBuf::from(dir.trim())
+    })
+}
+
+/// The path of a built JavaScript or Python plugin: `polyglot_plugin("python", "order-details")`.
+pub fn polyglot_plugin(language: &str, name: &str) -> PathBuf {
+    let path = polyglot_dir().join(language).join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo xtask polyglot`",
+        path.display()
+    );
+    path
+}
+
 /// The `tessera` binary of this workspace, built if needed (`cargo xtask test` passes it in
 /// `TESSERA_BIN`).
 pub fn tessera_binary() -> PathBuf {

@@ -4,6 +4,12 @@
 //!   tests run: Debian packages with apt-get, the Kubernetes schema checker in
 //!   `target/tools/venv`);
 //! - `soak [seconds]`: normal traffic with 1 % hostile requests (default 60 s);
+//! - `polyglot`: builds the JavaScript and Python plugins (`examples/js`, `examples/python`) with
+//!   their pinned toolchains, installed under `target/polyglot` (see `polyglot.rs`); `test` does
+//!   this too;
+//! - `bench-polyglot [seconds]`: the order-details handler in Rust, JavaScript and Python side by
+//!   side (release build): compile and load time, and per-request cost through the gateway
+//!   against the in-process e-commerce services (default 5 s per language);
 //! - `bench`: the benchmarks (release build): per-request plugin cost (criterion, results in
 //!   `target/criterion`) and the order-details load test against a native aggregator;
 //! - `bench --compare [seconds]`: tessera beside nginx under wrk, pinned, one table (needs `wrk`,
@@ -15,6 +21,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 mod compare;
+mod polyglot;
 
 /// Plugin crates built for wasm32-wasip2, listed once in `xtask/plugins.txt` (the test harness
 /// reads the same file).
@@ -37,8 +44,12 @@ fn main() -> anyhow::Result<()> {
         }
         "bench" => bench(),
         "soak" => soak(std::env::args().nth(2)),
+        "polyglot" => polyglot::build().map(|dir| println!("{}", dir.display())),
+        "bench-polyglot" => bench_polyglot(std::env::args().nth(2)),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench [--compare [seconds]]|soak [seconds]>");
+            eprintln!(
+                "usage: cargo xtask <demo|test|bench [--compare [seconds]]|bench-polyglot [seconds]|soak [seconds]|polyglot>"
+            );
             bail!("unknown task `{task}`")
         }
     }
@@ -114,14 +125,7 @@ fn ensure_kubernetes_validate() -> anyhow::Result<PathBuf> {
     if tool.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == KUBERNETES_VALIDATE) {
         return Ok(tool);
     }
-    // Debian splits `venv` (and the pip it bootstraps) into python3-venv.
-    let has_venv = Command::new("python3")
-        .args(["-c", "import venv, ensurepip"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_venv {
-        apt_install(&["python3-venv"])?;
-    }
+    ensure_python_venv()?;
     let mut create = Command::new("python3");
     create.args(["-m", "venv", "--clear"]).arg(&venv);
     run(create).context("creating the Python environment of the deploy tests")?;
@@ -137,6 +141,19 @@ fn ensure_kubernetes_validate() -> anyhow::Result<PathBuf> {
     std::fs::write(&stamp, KUBERNETES_VALIDATE)
         .with_context(|| format!("writing {}", stamp.display()))?;
     Ok(tool)
+}
+
+/// Installs Python's `venv` module (and the pip it bootstraps) when missing: Debian splits them
+/// into `python3-venv`.
+fn ensure_python_venv() -> anyhow::Result<()> {
+    let has_venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_venv {
+        return Ok(());
+    }
+    apt_install(&["python3-venv"])
 }
 
 /// Installs the Debian packages of `tools` that are missing, with apt-get (as root, or through
@@ -246,6 +263,7 @@ fn test() -> anyhow::Result<()> {
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
     let plugins = build_plugins(Profile::Debug)?;
+    let polyglot = polyglot::build()?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -263,6 +281,7 @@ fn test() -> anyhow::Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"])
         .env("TESSERA_PLUGIN_DIR", &plugins)
+        .env("TESSERA_POLYGLOT_DIR", &polyglot)
         .env("TESSERA_BIN", target_dir().join("debug").join("tessera"))
         .env("TESSERA_KUBERNETES_VALIDATE", &kubernetes_validate);
     run_tests(test)
@@ -375,5 +394,32 @@ fn soak(seconds: Option<String>) -> anyhow::Result<()> {
         "TESSERA_SOAK_SECS",
         seconds.unwrap_or_else(|| "60".to_owned()),
     );
+    run(cmd)
+}
+
+/// The order-details handler in Rust, JavaScript and Python, side by side: compile and load
+/// time, then per-request cost through the gateway (a fresh instance per request) against the
+/// in-process e-commerce services. Release build; one table on standard output.
+fn bench_polyglot(seconds: Option<String>) -> anyhow::Result<()> {
+    let seconds: u32 = seconds.map_or(Ok(5), |s| s.parse()).context("seconds")?;
+    let plugins = build_plugins(Profile::Release)?;
+    let polyglot = polyglot::build()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "tessera-tests",
+        "--test",
+        "gateway",
+        "polyglot::benchmark",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("TESSERA_PLUGIN_DIR", &plugins)
+    .env("TESSERA_POLYGLOT_DIR", &polyglot)
+    .env("TESSERA_BENCH_SECS", seconds.to_string());
     run(cmd)
 }
