@@ -379,7 +379,13 @@ async fn fifty_checkouts_for_the_last_ten_units_sell_exactly_ten() {
     for user in &users {
         services.shop.set_cart(*user, vec![item(PRODUCT, 1)]);
     }
-    let gw = shop_gateway(&services, WITH_BUCKET).await;
+    // Generous timeouts: fifty checkouts at once on a loaded machine are slow, not failing.
+    let gw = shop_gateway(
+        &services,
+        "idempotency_bucket = \"checkouts\", timeouts_ms = { cart = 5000, price = 5000, \
+         reserve = 5000, authorize = 5000, create_order = 5000, capture = 5000 }",
+    )
+    .await;
 
     let replies = futures::future::join_all(users.iter().map(|user| {
         let key = format!("race-{user}");
