@@ -278,7 +278,7 @@ async fn calls_in_flight_and_in_total_are_capped_per_request() {
 #[tokio::test]
 async fn a_slow_upstream_times_out_by_the_guests_first_byte_timeout_or_the_plugins_deadline() {
     let gw = wasi_gateway(
-        backend(Duration::from_secs(3)).await,
+        backend(Duration::from_secs(5)).await,
         "[[routes]]\npath = \"/short/{action}\"\nhandler = { plugin = \"wasi-http\", upstreams = [\"backend\"], limits = { timeout_ms = 300 } }\n",
     )
     .await;
@@ -287,7 +287,7 @@ async fn a_slow_upstream_times_out_by_the_guests_first_byte_timeout_or_the_plugi
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["error"], "ErrorCode::HttpResponseTimeout");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -298,7 +298,7 @@ async fn a_slow_upstream_times_out_by_the_guests_first_byte_timeout_or_the_plugi
         assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{path}");
         assert_eq!(reply.json()["error"], "plugin_timeout", "{path}");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(3),
             "{path}: {:?}",
             started.elapsed()
         );
@@ -374,4 +374,102 @@ async fn wrong_uses_are_refused_at_load() {
         };
         assert!(error.contains(expected), "{route}: {error}");
     }
+}
+
+/// A gateway with the JavaScript component (`tests/plugins/wasi-http-js`) as `wasi-http-js`, on
+/// `/js/{action}`, granted `backend`.
+async fn js_gateway(backend_addr: SocketAddr, extra: &str) -> RunningGateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 5000\n{}wasi-http-js = {:?}\n\
+         [upstreams.backend]\ntargets = [\"{backend_addr}\"]\n\
+         [[routes]]\npath = \"/js/{{action}}\"\nhandler = {{ plugin = \"wasi-http-js\", upstreams = [\"backend\"] }}\n\
+         {extra}",
+        plugins_section(),
+        wasi_http_js_plugin().display().to_string()
+    );
+    let gateway = tessera::Gateway::new(config(&text))
+        .await
+        .expect("gateway builds");
+    gateway.start().await.expect("gateway starts")
+}
+
+#[tokio::test]
+async fn a_javascript_fetch_event_component_serves_a_route_with_streaming_bodies() {
+    let gw = js_gateway(backend(Duration::ZERO).await, "").await;
+    for _ in 0..2 {
+        let reply = send(
+            &gw,
+            Request::builder()
+                .method(Method::POST)
+                .uri("/js/echo?q=1")
+                .header("x-custom", "value")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let json = reply.json();
+        assert_eq!(json["method"], "POST");
+        assert_eq!(json["path"], "/js/echo?q=1");
+        let headers = json["headers"].as_array().unwrap();
+        assert!(
+            headers
+                .iter()
+                .any(|h| h[0] == "x-custom" && h[1] == "value"),
+            "{headers:?}"
+        );
+        assert_eq!(json["served"], 1, "each request gets a fresh instance");
+    }
+
+    let body: Vec<u8> = (0..4 << 20).map(|i| (i % 253) as u8).collect();
+    let reply = send(&gw, request(Method::POST, "/js/stream", body.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-streamed"), Some("yes"));
+    assert!(reply.body == body, "the body comes back byte for byte");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn javascript_fetch_is_held_to_the_routes_grants_and_deadline() {
+    let addr = backend(Duration::ZERO).await;
+    let slow = backend(Duration::from_secs(5)).await;
+    let gw = js_gateway(
+        addr,
+        &format!(
+            "[upstreams.slow]\ntargets = [\"{slow}\"]\n\
+             [[routes]]\npath = \"/js-short/{{action}}\"\nhandler = {{ plugin = \"wasi-http-js\", upstreams = [\"slow\"], limits = {{ timeout_ms = 500 }} }}\n"
+        ),
+    )
+    .await;
+    let reply = get(&gw, "/js/call?url=http://backend/items/7").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let json = reply.json();
+    assert_eq!(json["status"], 200, "{json}");
+    let seen: Value = serde_json::from_str(json["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["path"], "/items/7");
+    assert_eq!(seen["x-from-guest"], "js");
+    assert_eq!(seen["x-request-id"].as_str(), reply.header("x-request-id"));
+
+    for url in ["http://example.com/", "http://slow/x"] {
+        let reply = get(&gw, &format!("/js/call?url={url}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.text());
+        let json = reply.json();
+        assert!(json["error"].is_string(), "{url} was not refused: {json}");
+    }
+
+    let started = Instant::now();
+    let reply = get(&gw, "/js-short/call?url=http://slow/x").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["error"], "plugin_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.shutdown().await;
 }

@@ -104,6 +104,55 @@ pub fn polyglot_plugin(language: &str, name: &str) -> PathBuf {
     path
 }
 
+/// The JavaScript `wasi:http/proxy` component of the tests (`tests/plugins/wasi-http-js`, built
+/// with componentize-js's `http` and `fetch-event` features by its `build.mjs`), using the
+/// packages `cargo xtask polyglot` installs under `target/polyglot/tools/js`. Built on first use
+/// and again only when its sources or the pinned packages change.
+pub fn wasi_http_js_plugin() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        use sha2::Digest;
+        let polyglot = polyglot_dir();
+        let modules = polyglot.join("tools").join("js").join("node_modules");
+        let source = workspace_root().join("tests").join("plugins").join("wasi-http-js");
+        let out_dir = polyglot.join("wasi-http");
+        std::fs::create_dir_all(&out_dir).expect("creating target/polyglot/wasi-http");
+        let out = out_dir.join("wasi-http-js.wasm");
+        let stamp = out_dir.join("wasi-http-js.inputs");
+        let mut inputs = sha2::Sha256::new();
+        for file in [
+            source.join("app.js"),
+            source.join("build.mjs"),
+            workspace_root().join("examples/js/package-lock.json"),
+        ] {
+            let bytes = std::fs::read(&file)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+            inputs.update(&bytes);
+        }
+        let fingerprint = format!("{:x}", inputs.finalize());
+        // Two test processes at once would write the same files.
+        let lock = std::fs::File::create(out_dir.join(".lock")).expect("creating the build lock");
+        lock.lock().expect("locking the build");
+        if out.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == fingerprint) {
+            return out;
+        }
+        let partial = out_dir.join("wasi-http-js.wasm.partial");
+        let status = Command::new("node")
+            .arg(source.join("build.mjs"))
+            .arg(&modules)
+            .arg(&partial)
+            .status()
+            .expect("running node to build the JavaScript wasi:http component");
+        assert!(
+            status.success(),
+            "building tests/plugins/wasi-http-js failed"
+        );
+        std::fs::rename(&partial, &out).expect("moving the component into place");
+        std::fs::write(&stamp, fingerprint).expect("writing the build stamp");
+        out
+    })
+}
+
 /// The `tessera` binary of this workspace, built if needed (`cargo xtask test` passes it in
 /// `TESSERA_BIN`).
 pub fn tessera_binary() -> PathBuf {

@@ -28,7 +28,8 @@ use http_body_util::BodyExt;
 use opentelemetry::KeyValue;
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime_wasi_http::{
-    Error as WasiError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks,
+    DEFAULT_FORBIDDEN_HEADERS, Error as WasiError, ForbiddenHeaderFilter, RequestOptions, WasiBody,
+    WasiHttpHooks,
 };
 
 use super::{Destination, HttpError, Outbound, OutboundContext};
@@ -45,9 +46,12 @@ type SendResult = wasmtime_wasi_http::Result<(
 
 impl WasiHttpHooks for Outbound {
     /// A guest may not set hop-by-hop fields or `host` at all (the rule at the boundary would
-    /// drop them anyway; refusing them tells the guest at the call site).
+    /// drop them anyway; refusing them tells the guest at the call site), nor what wasi:http
+    /// forbids by default (`http2-settings`).
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|name: &HeaderName| *name == http::header::HOST || HOP_BY_HOP.contains(name))
+        Arc::new(|name: &HeaderName| {
+            HOP_BY_HOP.contains(name) || DEFAULT_FORBIDDEN_HEADERS.contains(name)
+        })
     }
 
     /// The destination supplies `host`.
@@ -293,7 +297,14 @@ mod tests {
     fn guests_may_not_set_hop_by_hop_fields_or_host() {
         let mut o = outbound(&[], 1);
         let forbidden = o.forbidden_header_filter();
-        for name in ["host", "connection", "transfer-encoding", "te", "upgrade"] {
+        for name in [
+            "host",
+            "connection",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "http2-settings",
+        ] {
             assert!(forbidden(&HeaderName::from_static(name)), "{name}");
         }
         assert!(!forbidden(&HeaderName::from_static("content-type")));
