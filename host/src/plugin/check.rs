@@ -71,18 +71,24 @@ impl LoadedPlugin {
     }
 
     /// A `wasi:http` component's instance lives as long as its response streams, so it cannot
-    /// be parked for the next request: an entry asking for `instances = "reuse"` is refused.
+    /// be parked for the next request; and a plugin importing `wasi:http` could leave an
+    /// outgoing call running into the next request. An entry asking for `instances = "reuse"`
+    /// is refused for either.
     fn check_instance_modes(&self, config: &Config) -> Result<(), LoadError> {
-        if self.wasi_http.is_none() {
+        let why = if self.wasi_http.is_some() {
+            "is a wasi:http/proxy component, which gets a fresh instance per request"
+        } else if self.imports_wasi_http {
+            "imports wasi:http, whose calls could outlive one request in a reused instance"
+        } else {
             return Ok(());
-        }
+        };
         for route in &config.routes {
             for (entry, _, key) in route.plugin_entries() {
                 if entry.plugin.get_ref() == &self.name
                     && entry.instances == crate::config::InstanceMode::Reuse
                 {
                     return Err(LoadError::WrongWorld(format!(
-                        "route `{}` {key}: plugin `{}` is a wasi:http/proxy component, which gets a fresh instance per request; remove `instances = \"reuse\"`",
+                        "route `{}` {key}: plugin `{}` {why}; remove `instances = \"reuse\"`",
                         route.path.get_ref(),
                         self.name
                     )));

@@ -306,6 +306,13 @@ impl PluginEngine {
         } else {
             None
         };
+        // Outgoing `wasi:http` calls are not tracked across requests like `http-client` ones,
+        // so a component importing them never gets a reused instance.
+        let engine = self.engine.clone();
+        let imports_wasi_http = component
+            .component_type()
+            .imports(&engine)
+            .any(|(name, _)| name.starts_with("wasi:http/"));
         if filter.is_none() && handler.is_none() && wasi_http.is_none() {
             return Err(LoadError::WrongWorld(
                 "the component exports none of tessera:gateway/request-filter, tessera:gateway/request-handler and wasi:http/incoming-handler".into(),
@@ -324,6 +331,7 @@ impl PluginEngine {
             filter,
             handler,
             wasi_http,
+            imports_wasi_http,
             config_check,
             accepted_configs: Default::default(),
         })

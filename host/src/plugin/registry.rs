@@ -115,6 +115,8 @@ pub struct LoadedPlugin {
     /// A standard `wasi:http/proxy` component's `incoming-handler` (only when `handler` is not
     /// there): served as a route handler with streaming bodies.
     pub(super) wasi_http: Option<incoming_handler::GuestIndices>,
+    /// Whether the component imports `wasi:http` (outgoing calls outside `http-client`).
+    pub(super) imports_wasi_http: bool,
     pub(super) config_check: Option<config_check::GuestIndices>,
     /// SHA-256 of each config JSON this version's `config-check` accepted.
     pub(super) accepted_configs: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
