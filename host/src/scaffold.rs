@@ -295,9 +295,8 @@ pub fn create(request: &Request) -> anyhow::Result<Project> {
 fn project_files(request: &Request) -> anyhow::Result<Vec<File>> {
     match request.language {
         Language::Rust => rust_files(request),
-        Language::Js | Language::Python => {
-            bail!("{} projects are not available yet", request.language)
-        }
+        Language::Js => js_files(request),
+        Language::Python => Ok(python_files(request)),
     }
 }
 
@@ -344,6 +343,158 @@ fn rust_files(request: &Request) -> anyhow::Result<Vec<File>> {
     ])
 }
 
+/// The gateway's WIT package (`wit/` of this repository), copied into JavaScript and Python
+/// projects so they build on their own.
+const WIT: &[(&str, &str)] = &[
+    ("wit/gateway.wit", include_str!("../../wit/gateway.wit")),
+    (
+        "wit/deps/keyvalue/atomics.wit",
+        include_str!("../../wit/deps/keyvalue/atomics.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/batch.wit",
+        include_str!("../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/store.wit",
+        include_str!("../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/world.wit",
+        include_str!("../../wit/deps/keyvalue/world.wit"),
+    ),
+];
+
+fn wit_files() -> impl Iterator<Item = File> {
+    WIT.iter()
+        .map(|(path, text)| File::new(path, (*text).to_owned()))
+}
+
+/// The toolchain of this repository's own JavaScript plugins (`examples/js`): a JavaScript
+/// project pins the same packages, down to the lock file.
+const JS_PACKAGE: &str = include_str!("../../examples/js/package.json");
+const JS_LOCK: &str = include_str!("../../examples/js/package-lock.json");
+
+fn js_files(request: &Request) -> anyhow::Result<Vec<File>> {
+    let values = common_values(request);
+    let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (package, lock) = js_package(&request.name, request.kind)?;
+    let (source, test) = match request.kind {
+        Kind::Filter => (
+            include_str!("../templates/new/js/filter.js"),
+            include_str!("../templates/new/js/filter.test.mjs"),
+        ),
+        Kind::Handler => (
+            include_str!("../templates/new/js/handler.js"),
+            include_str!("../templates/new/js/handler.test.mjs"),
+        ),
+    };
+    let mut files = vec![
+        File::new("package.json", package),
+        File::new("package-lock.json", lock),
+        File::new(
+            "build.mjs",
+            render(include_str!("../templates/new/js/build.mjs"), &values),
+        ),
+        File::new(
+            ".gitignore",
+            include_str!("../templates/new/js/gitignore").to_owned(),
+        ),
+        File::new(
+            "README.md",
+            render(include_str!("../templates/new/js/README.md"), &values),
+        ),
+        File::new("src/plugin.js", render(source, &values)),
+        File::new("test/plugin.test.mjs", render(test, &values)),
+        File::new(
+            "test/register.mjs",
+            include_str!("../templates/new/js/test/register.mjs").to_owned(),
+        ),
+        File::new(
+            "test/hooks.mjs",
+            include_str!("../templates/new/js/test/hooks.mjs").to_owned(),
+        ),
+        File::new(
+            "test/mock-host.mjs",
+            include_str!("../templates/new/js/test/mock-host.mjs").to_owned(),
+        ),
+    ];
+    files.extend(wit_files());
+    Ok(files)
+}
+
+/// `package.json` and `package-lock.json`: the template's manifest with the development
+/// dependencies of `examples/js`, and that lock file under the plugin's name.
+fn js_package(name: &str, kind: Kind) -> anyhow::Result<(String, String)> {
+    let mut package: serde_json::Value = serde_json::from_str(&render(
+        include_str!("../templates/new/js/package.json"),
+        &[("name", name), ("kind", kind.word())],
+    ))
+    .context("the package.json template")?;
+    let pinned: serde_json::Value =
+        serde_json::from_str(JS_PACKAGE).context("examples/js/package.json")?;
+    let dev_dependencies = pinned["devDependencies"].clone();
+    package["devDependencies"] = dev_dependencies.clone();
+    let mut lock: serde_json::Value =
+        serde_json::from_str(JS_LOCK).context("examples/js/package-lock.json")?;
+    lock["name"] = name.into();
+    lock["version"] = package["version"].clone();
+    // The lock's root entry mirrors the manifest; npm checks them against each other.
+    lock["packages"][""] = serde_json::json!({
+        "name": name,
+        "version": package["version"],
+        "devDependencies": dev_dependencies,
+        "engines": package["engines"],
+    });
+    let text = |v: &serde_json::Value| {
+        serde_json::to_string_pretty(v).map(|mut s| {
+            s.push('\n');
+            s
+        })
+    };
+    Ok((text(&package)?, text(&lock)?))
+}
+
+fn python_files(request: &Request) -> Vec<File> {
+    let values = common_values(request);
+    let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (source, test) = match request.kind {
+        Kind::Filter => (
+            include_str!("../templates/new/python/filter.py"),
+            include_str!("../templates/new/python/test_filter.py"),
+        ),
+        Kind::Handler => (
+            include_str!("../templates/new/python/handler.py"),
+            include_str!("../templates/new/python/test_handler.py"),
+        ),
+    };
+    let script = |path, template| File {
+        path,
+        text: render(template, &values),
+        executable: true,
+    };
+    let mut files = vec![
+        File::new(
+            "requirements.txt",
+            include_str!("../templates/new/python/requirements.txt").to_owned(),
+        ),
+        script("build.sh", include_str!("../templates/new/python/build.sh")),
+        script("test.sh", include_str!("../templates/new/python/test.sh")),
+        File::new(
+            ".gitignore",
+            include_str!("../templates/new/python/gitignore").to_owned(),
+        ),
+        File::new(
+            "README.md",
+            render(include_str!("../templates/new/python/README.md"), &values),
+        ),
+        File::new("src/app.py", render(source, &values)),
+        File::new("tests/test_app.py", render(test, &values)),
+    ];
+    files.extend(wit_files());
+    files
+}
+
 /// The library's name: cargo turns `-` into `_`, and so does the `.wasm` file's name.
 fn crate_name(name: &str) -> String {
     name.replace('-', "_")
@@ -360,7 +511,19 @@ fn next_commands(request: &Request) -> Vec<String> {
                 crate_name(name)
             ),
         ],
-        Language::Js | Language::Python => Vec::new(),
+        Language::Js => vec![
+            "npm ci".to_owned(),
+            "npm test".to_owned(),
+            "npm run build".to_owned(),
+            format!("tessera plugin push dist/{name}.wasm --name {name}"),
+        ],
+        Language::Python => vec![
+            "python3 -m venv .venv".to_owned(),
+            ".venv/bin/pip install -r requirements.txt".to_owned(),
+            "./test.sh".to_owned(),
+            "./build.sh".to_owned(),
+            format!("tessera plugin push dist/{name}.wasm --name {name}"),
+        ],
     }
 }
 
@@ -535,30 +698,108 @@ mod tests {
         assert_eq!(version["tessera-sdk"].as_str(), Some("^0.1"));
     }
 
+    const LANGUAGES: [Language; 3] = [Language::Rust, Language::Js, Language::Python];
+
     #[test]
-    fn every_placeholder_is_filled_and_the_manifest_names_the_package() {
+    fn every_placeholder_is_filled_and_the_readme_has_every_command() {
         let parent = scratch("placeholders");
-        for kind in [Kind::Filter, Kind::Handler] {
-            let files =
-                project_files(&request("my-plugin", kind, Language::Rust, &parent)).unwrap();
-            for file in &files {
-                assert!(
-                    !file.text.contains("{{") && !file.text.contains("}}"),
-                    "{kind} {}: {}",
-                    file.path,
-                    file.text
-                );
+        for language in LANGUAGES {
+            for kind in [Kind::Filter, Kind::Handler] {
+                let wanted = request("my-plugin", kind, language, &parent);
+                let files = project_files(&wanted).unwrap();
+                for file in &files {
+                    assert!(
+                        !file.text.contains("{{") && !file.text.contains("}}"),
+                        "{language} {kind} {}: {}",
+                        file.path,
+                        file.text
+                    );
+                }
+                let readme = &files.iter().find(|f| f.path == "README.md").unwrap().text;
+                for command in next_commands(&wanted) {
+                    assert!(readme.contains(&command), "{command} not in {readme}");
+                }
+                assert!(readme.contains("plugin = \"my-plugin\""), "{readme}");
+                let world = format!("checked-{kind}");
+                if language != Language::Rust {
+                    let build = files
+                        .iter()
+                        .find(|f| f.path == "build.mjs" || f.path == "build.sh")
+                        .unwrap();
+                    assert!(build.text.contains(&world), "{}", build.text);
+                    assert!(build.text.contains("dist/my-plugin.wasm"), "{}", build.text);
+                }
             }
-            let manifest = &files.iter().find(|f| f.path == "Cargo.toml").unwrap().text;
-            let manifest: toml::Table = toml::from_str(manifest).unwrap();
-            assert_eq!(manifest["package"]["name"].as_str(), Some("my-plugin"));
-            assert!(manifest.contains_key("workspace"));
-            let readme = &files.iter().find(|f| f.path == "README.md").unwrap().text;
-            for command in next_commands(&request("my-plugin", kind, Language::Rust, &parent)) {
-                assert!(readme.contains(&command), "{command} not in {readme}");
-            }
-            assert!(readme.contains("plugin = \"my-plugin\""), "{readme}");
         }
+    }
+
+    #[test]
+    fn the_rust_manifest_is_a_workspace_of_its_own() {
+        let parent = scratch("manifest");
+        let files =
+            project_files(&request("my-plugin", Kind::Filter, Language::Rust, &parent)).unwrap();
+        let manifest = &files.iter().find(|f| f.path == "Cargo.toml").unwrap().text;
+        let manifest: toml::Table = toml::from_str(manifest).unwrap();
+        assert_eq!(manifest["package"]["name"].as_str(), Some("my-plugin"));
+        assert!(manifest.contains_key("workspace"));
+        assert!(manifest["dependencies"]["tessera-sdk"]["path"].is_str());
+    }
+
+    #[test]
+    fn the_embedded_wit_is_the_repositorys_whole_wit_directory() {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    let name = path.strip_prefix(root).unwrap().display().to_string();
+                    out.push((name, std::fs::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk = Vec::new();
+        walk(&root.join("wit"), &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<(String, String)> = WIT
+            .iter()
+            .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+            .collect();
+        embedded.sort();
+        assert_eq!(
+            embedded.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            on_disk.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            "list every file of wit/ in WIT"
+        );
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn a_javascript_project_pins_the_repositorys_packages_under_its_own_name() {
+        let (package, lock) = js_package("my-plugin", Kind::Handler).unwrap();
+        let package: serde_json::Value = serde_json::from_str(&package).unwrap();
+        let lock: serde_json::Value = serde_json::from_str(&lock).unwrap();
+        let examples: serde_json::Value = serde_json::from_str(JS_PACKAGE).unwrap();
+        let examples_lock: serde_json::Value = serde_json::from_str(JS_LOCK).unwrap();
+        assert_eq!(package["name"], "my-plugin");
+        assert_eq!(
+            package["description"],
+            "A Tessera handler plugin in JavaScript"
+        );
+        assert_eq!(package["devDependencies"], examples["devDependencies"]);
+        assert_eq!(lock["name"], "my-plugin");
+        assert_eq!(lock["packages"][""]["name"], "my-plugin");
+        assert_eq!(
+            lock["packages"][""]["devDependencies"],
+            package["devDependencies"]
+        );
+        // Every other entry (the toolchain and what it pulls in) is the repository's.
+        let mut ours = lock["packages"].as_object().unwrap().clone();
+        let mut theirs = examples_lock["packages"].as_object().unwrap().clone();
+        ours.remove("");
+        theirs.remove("");
+        assert_eq!(ours, theirs);
     }
 
     #[test]
@@ -570,6 +811,8 @@ mod tests {
         let lib = parent.join("taken/src/lib.rs");
         std::fs::write(&lib, "// mine").unwrap();
         let again = create(&wanted).unwrap_err().to_string();
+        let python = request("taken", Kind::Handler, Language::Python, &parent);
+        assert!(create(&python).is_err());
         assert!(again.contains("already exists and is not empty"), "{again}");
         assert_eq!(std::fs::read_to_string(&lib).unwrap(), "// mine");
 

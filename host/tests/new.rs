@@ -15,11 +15,33 @@ use std::time::Duration;
 
 const TOKEN: &str = "new-test-admin-token";
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-new-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of its own for one test, outside the repository. Removed when the test passes;
+/// kept for a look when it fails.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tessera-new-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn repo() -> PathBuf {
@@ -355,7 +377,7 @@ fn rust_build(project: &Path, package: &str) -> PathBuf {
 
 #[test]
 fn rust_handler_and_filter_pass_their_tests_build_and_serve_after_a_push() {
-    let dir = scratch("rust");
+    let dir = Scratch::new("rust");
     let handler = scaffold(&dir, "tnew-greeter", &["--handler"]);
     let filter = scaffold(&dir, "tnew-client-check", &["--filter", "--lang", "rust"]);
     for (project, package) in [(&handler, "tnew-greeter"), (&filter, "tnew-client-check")] {
@@ -413,7 +435,7 @@ fn rust_handler_and_filter_pass_their_tests_build_and_serve_after_a_push() {
 
 #[test]
 fn new_refuses_bad_names_existing_projects_and_a_missing_kind() {
-    let dir = scratch("refusals");
+    let dir = Scratch::new("refusals");
     for (args, why) in [
         (
             vec!["new", "My_Plugin", "--handler"],
@@ -437,17 +459,29 @@ fn new_refuses_bad_names_existing_projects_and_a_missing_kind() {
             vec!["new", "greeter", "--handler", "--sdk", "/nonexistent/sdk"],
             "not a version, and no Cargo.toml there",
         ),
+        (
+            vec![
+                "new",
+                "greeter",
+                "--handler",
+                "--lang",
+                "js",
+                "--sdk",
+                "0.1.0",
+            ],
+            "--sdk is for Rust projects",
+        ),
     ] {
         let out = tessera()
             .args(&args)
             .arg("--dir")
-            .arg(&dir)
+            .arg(&*dir)
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
         assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
+            std::fs::read_dir(&*dir).unwrap().count(),
             0,
             "{args:?} wrote something"
         );
@@ -458,7 +492,7 @@ fn new_refuses_bad_names_existing_projects_and_a_missing_kind() {
     std::fs::write(taken.join("notes.txt"), "mine").unwrap();
     let out = tessera()
         .args(["new", "taken", "--handler", "--dir"])
-        .arg(&dir)
+        .arg(&*dir)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -468,4 +502,200 @@ fn new_refuses_bad_names_existing_projects_and_a_missing_kind() {
         stderr(&out)
     );
     assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1);
+}
+
+/// The toolchains `cargo xtask polyglot` installs under `target/polyglot/tools` (or
+/// `$TESSERA_POLYGLOT_DIR/tools`): the npm packages of `examples/js` and a virtual environment
+/// with componentize-py. Panics, saying how to install them, when they are missing.
+fn polyglot_tools() -> (PathBuf, PathBuf) {
+    let dir = std::env::var_os("TESSERA_POLYGLOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("polyglot"))
+        .join("tools");
+    let node_modules = dir.join("js/node_modules");
+    let venv = dir.join("python");
+    for (tool, path) in [
+        (
+            "componentize-js",
+            node_modules.join("@bytecodealliance/componentize-js/package.json"),
+        ),
+        ("componentize-py", venv.join("bin/componentize-py")),
+    ] {
+        assert!(
+            path.is_file(),
+            "{tool} is not installed ({} is missing): run `cargo xtask test`, or \
+             `cargo xtask polyglot` to install only the JavaScript and Python toolchains",
+            path.display()
+        );
+    }
+    (node_modules, venv)
+}
+
+/// A JavaScript project as a new author sets it up, except that `node_modules` is the
+/// repository's installed toolchain instead of `npm ci` (no network in tests). The installed
+/// componentize-js must be the version the project pins.
+fn js_project(parent: &Path, name: &str, kind: &str, node_modules: &Path) -> PathBuf {
+    let project = scaffold(parent, name, &[kind, "--lang", "js"]);
+    let package: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("package.json")).unwrap())
+            .unwrap();
+    let installed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            node_modules.join("@bytecodealliance/componentize-js/package.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        package["devDependencies"]["@bytecodealliance/componentize-js"], installed["version"],
+        "the installed componentize-js is not the pinned one: run `cargo xtask polyglot`"
+    );
+    std::os::unix::fs::symlink(node_modules, project.join("node_modules")).unwrap();
+    project
+}
+
+/// A Python project as a new author sets it up, except that `.venv` is the repository's
+/// installed toolchain instead of a `pip install` (no network in tests). The installed
+/// componentize-py must be the version `requirements.txt` pins.
+fn python_project(parent: &Path, name: &str, kind: &str, venv: &Path) -> PathBuf {
+    let project = scaffold(parent, name, &[kind, "--lang", "python"]);
+    let requirements = std::fs::read_to_string(project.join("requirements.txt")).unwrap();
+    let pinned = requirements
+        .lines()
+        .find_map(|l| l.strip_prefix("componentize-py=="))
+        .expect("componentize-py pinned in requirements.txt");
+    let version = run({
+        let mut cmd = Command::new(venv.join("bin/componentize-py"));
+        cmd.arg("--version");
+        cmd
+    });
+    assert!(
+        stdout(&version).contains(pinned),
+        "the installed componentize-py ({}) is not the pinned {pinned}: run `cargo xtask polyglot`",
+        stdout(&version).trim()
+    );
+    std::os::unix::fs::symlink(venv, project.join(".venv")).unwrap();
+    project
+}
+
+/// `npm test`, then `npm run build`; returns the component.
+fn js_test_and_build(project: &Path, name: &str) -> PathBuf {
+    let mut test = Command::new("npm");
+    test.arg("test").current_dir(project);
+    let said = stdout(&run(test));
+    assert!(said.contains("# fail 0"), "{said}");
+    let passed: usize = said
+        .lines()
+        .find_map(|l| l.strip_prefix("# pass "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pass count in {said}"));
+    assert!(passed >= 4, "{passed} tests in {name}:\n{said}");
+    let mut build = Command::new("npm");
+    build.args(["run", "build"]).current_dir(project);
+    run(build);
+    let wasm = project.join(format!("dist/{name}.wasm"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
+}
+
+/// `./test.sh`, then `./build.sh`; returns the component.
+fn python_test_and_build(project: &Path, name: &str) -> PathBuf {
+    let said = stderr(&run(Command::new(project.join("test.sh"))));
+    let ran: usize = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Ran "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no test count in {said}"));
+    assert!(ran >= 4 && said.trim_end().ends_with("OK"), "{said}");
+    run(Command::new(project.join("build.sh")));
+    let wasm = project.join(format!("dist/{name}.wasm"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
+}
+
+#[test]
+fn javascript_and_python_handlers_and_filters_pass_their_tests_build_and_serve_after_a_push() {
+    let (node_modules, venv) = polyglot_tools();
+    let dir = Scratch::new("polyglot");
+    let js_handler = js_project(&dir, "tnew-js-greeter", "--handler", &node_modules);
+    let js_filter = js_project(&dir, "tnew-js-check", "--filter", &node_modules);
+    let py_handler = python_project(&dir, "tnew-py-greeter", "--handler", &venv);
+    let py_filter = python_project(&dir, "tnew-py-check", "--filter", &venv);
+
+    // The four builds are independent; each is mostly one core's work.
+    let built = std::thread::scope(|s| {
+        let builds = [
+            s.spawn(|| js_test_and_build(&js_handler, "tnew-js-greeter")),
+            s.spawn(|| js_test_and_build(&js_filter, "tnew-js-check")),
+            s.spawn(|| python_test_and_build(&py_handler, "tnew-py-greeter")),
+            s.spawn(|| python_test_and_build(&py_filter, "tnew-py-check")),
+        ];
+        builds.map(|b| b.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    });
+
+    let (api, served) = upstream();
+    let mut gateway = Gateway::start(
+        &dir.join("gateway"),
+        &format!("[upstreams.api]\ntargets = [\"{api}\"]\n"),
+    );
+    let names = [
+        "tnew-js-greeter",
+        "tnew-js-check",
+        "tnew-py-greeter",
+        "tnew-py-check",
+    ];
+    for (wasm, name) in built.iter().zip(names) {
+        gateway.push(wasm, name);
+    }
+    // The filters' READMEs both show `/api/{*rest}`; one route each here.
+    gateway.add_routes(&[
+        readme_route(&js_handler),
+        readme_route(&py_handler),
+        readme_route(&js_filter).replace("/api/{*rest}", "/js/{*rest}"),
+        readme_route(&py_filter).replace("/api/{*rest}", "/py/{*rest}"),
+    ]);
+
+    for greeter in ["tnew-js-greeter", "tnew-py-greeter"] {
+        let hello = gateway.get(&format!("/{greeter}/ada"), &[]);
+        assert_eq!(hello.status, 200, "{greeter}: {hello:?}");
+        assert_eq!(hello.header("content-type"), Some("application/json"));
+        let body = hello.json();
+        assert_eq!(body["message"], "Hello, ada!", "{greeter}");
+        assert_eq!(body["request_id"], hello.header("x-request-id").unwrap());
+        let long = gateway.get(&format!("/{greeter}/{}", "a".repeat(65)), &[]);
+        assert_eq!(long.status, 400, "{greeter}: {long:?}");
+        assert_eq!(long.json()["error"], "bad_request", "{greeter}");
+    }
+    for (prefix, checker) in [("/js", "tnew-js-check"), ("/py", "tnew-py-check")] {
+        let refused = gateway.get(&format!("{prefix}/orders"), &[]);
+        assert_eq!(refused.status, 400, "{checker}: {refused:?}");
+        assert_eq!(refused.json()["message"], "missing header x-client-id");
+        assert_eq!(
+            refused.json()["request_id"],
+            refused.header("x-request-id").unwrap()
+        );
+        let passed = gateway.get(&format!("{prefix}/orders"), &[("x-client-id", "shop-7")]);
+        assert_eq!(passed.status, 200, "{checker}: {passed:?}");
+        assert_eq!(passed.body, "client=shop-7");
+        assert_eq!(passed.header("x-checked-by"), Some(checker));
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        2,
+        "only the requests with the header went on"
+    );
+
+    // The config check the projects export: a misspelt key is refused at reload, naming it.
+    let refused = format!(
+        "{}\n{}",
+        gateway.base_config,
+        readme_route(&py_handler).replace("greeting =", "greting =")
+    );
+    std::fs::write(&gateway.config, refused).unwrap();
+    let line = gateway.wait_for(&["config reloaded", "config reload refused"]);
+    assert!(
+        line.contains("refuses its config: greting: unknown key, expected `greeting`"),
+        "{line}"
+    );
 }
