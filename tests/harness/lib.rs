@@ -114,7 +114,10 @@ pub fn wasi_http_js_plugin() -> &'static Path {
         use sha2::Digest;
         let polyglot = polyglot_dir();
         let modules = polyglot.join("tools").join("js").join("node_modules");
-        let source = workspace_root().join("tests").join("plugins").join("wasi-http-js");
+        let source = workspace_root()
+            .join("tests")
+            .join("plugins")
+            .join("wasi-http-js");
         let out_dir = polyglot.join("wasi-http");
         std::fs::create_dir_all(&out_dir).expect("creating target/polyglot/wasi-http");
         let out = out_dir.join("wasi-http-js.wasm");
@@ -125,8 +128,8 @@ pub fn wasi_http_js_plugin() -> &'static Path {
             source.join("build.mjs"),
             workspace_root().join("examples/js/package-lock.json"),
         ] {
-            let bytes = std::fs::read(&file)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+            let bytes =
+                std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
             inputs.update(&bytes);
         }
         let fingerprint = format!("{:x}", inputs.finalize());
