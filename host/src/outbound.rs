@@ -531,6 +531,7 @@ pub(crate) async fn open(
                 authority.clone(),
                 request,
                 timeout,
+                false,
             )
             .await
         }

@@ -211,9 +211,6 @@ impl Upstream {
         let target = self.pick();
         let started = Instant::now();
         let mut request = request;
-        if self.protocol.is_http2() {
-            *request.version_mut() = http::Version::HTTP_2;
-        }
         if self.protocol == UpstreamProtocol::Grpc {
             // gRPC servers may insist on it; hop-by-hop rules removed the client's copy.
             request
@@ -227,6 +224,7 @@ impl Upstream {
             target.authority.clone(),
             request,
             timeout,
+            self.protocol.is_http2(),
         )
         .await;
         self.record(target, result.is_ok());
@@ -245,8 +243,8 @@ impl Upstream {
 }
 
 /// Sends `request` to `scheme://authority` over `client`; `label` names the destination in
-/// errors. The request goes in HTTP/2 when its version says so (the client must then be an
-/// HTTP/2 one), else in HTTP/1.1.
+/// errors. The request goes in HTTP/2 with `http2` (the client must then be an HTTP/2 one),
+/// else in HTTP/1.1, whatever version the client spoke to the gateway.
 pub async fn send_to(
     client: &UpstreamClient,
     label: &str,
@@ -254,6 +252,7 @@ pub async fn send_to(
     authority: http::uri::Authority,
     mut request: Request<Body>,
     timeout: Duration,
+    http2: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let path_and_query = request
         .uri()
@@ -267,7 +266,8 @@ pub async fn send_to(
         .build()
         .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
     *request.uri_mut() = uri;
-    if request.version() == http::Version::HTTP_2 {
+    if http2 {
+        *request.version_mut() = http::Version::HTTP_2;
         // `:authority` comes from the URI; a `host` field beside it could disagree.
         request.headers_mut().remove(header::HOST);
     } else {

@@ -85,6 +85,9 @@ impl PluginInstance {
                 Ok(Err(e)) => {
                     let kind = if is_pool_exhausted(&e) {
                         PluginFailure::Overloaded
+                    } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                        // The epoch deadline passed during the component's start functions.
+                        PluginFailure::Timeout
                     } else if e.downcast_ref::<Trap>().is_some() {
                         PluginFailure::Trap
                     } else {
