@@ -263,3 +263,25 @@ async fn an_unknown_protocol_is_refused_naming_the_key() {
     .to_string();
     assert!(err.contains("protocol") && err.contains("h3"), "{err}");
 }
+
+/// A handler built against the WIT as released before `pending-response.trailers` existed
+/// (`tests/plugins/wit-compat/wit`, frozen) still loads, starts calls and waits for them.
+#[tokio::test]
+async fn a_plugin_built_before_trailers_existed_still_loads_and_calls() {
+    let up = upstream(|req| async move {
+        let status = if req.uri().path() == "/a" { 200 } else { 404 };
+        let mut response = Response::new(full(format!("from {}", req.uri().path())));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        response
+    })
+    .await;
+    let gw = gateway(&format!(
+        "[upstreams.up]\ntargets = [\"{up}\"]\n\
+         [[routes]]\npath = \"/compat\"\nhandler = {{ plugin = \"wit-compat\", upstreams = [\"up\"], config = {{ paths = [\"/a\", \"/b\"] }} }}\n"
+    ))
+    .await;
+    let reply = get(&gw, "/compat").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "200 from /a\n404 from /b");
+    gw.shutdown().await;
+}

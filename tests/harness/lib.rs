@@ -262,6 +262,7 @@ pub fn plugins_section() -> String {
         ("test-filter", "tessera-test-filter"),
         ("test-handler", "tessera-test-handler"),
         ("hostile", "tessera-test-hostile"),
+        ("wit-compat", "tessera-test-wit-compat"),
         ("wasi-http", "tessera-test-wasi-http"),
     ] {
         s.push_str(&format!(
