@@ -119,27 +119,42 @@ const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 /// the stamp naming the same pin and do nothing. Returns the checker's path.
 fn ensure_kubernetes_validate() -> anyhow::Result<PathBuf> {
     let venv = target_dir().join("tools").join("venv");
+    ensure_pip_tool(
+        &venv,
+        KUBERNETES_VALIDATE,
+        "kubernetes-validate",
+        "the deploy tests",
+    )
+}
+
+/// A virtual environment at `venv` holding `requirement` (a pinned `name==version`), created
+/// once: a stamp file records what was installed, so a later run with the same pin reuses it.
+/// Returns the path of the `tool` it installs; `purpose` names who needs it in errors.
+fn ensure_pip_tool(
+    venv: &Path,
+    requirement: &str,
+    tool: &str,
+    purpose: &str,
+) -> anyhow::Result<PathBuf> {
     let bin = venv.join("bin");
-    let tool = bin.join("kubernetes-validate");
+    let tool = bin.join(tool);
     let stamp = venv.join("tessera-installed");
-    if tool.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == KUBERNETES_VALIDATE) {
+    if tool.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirement) {
         return Ok(tool);
     }
     ensure_python_venv()?;
     let mut create = Command::new("python3");
-    create.args(["-m", "venv", "--clear"]).arg(&venv);
-    run(create).context("creating the Python environment of the deploy tests")?;
+    create.args(["-m", "venv", "--clear"]).arg(venv);
+    run(create).with_context(|| format!("creating the Python environment of {purpose}"))?;
     let mut install = Command::new(bin.join("pip"));
     install
         .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(KUBERNETES_VALIDATE);
-    run(install)
-        .with_context(|| format!("the deploy tests need: pip install {KUBERNETES_VALIDATE}"))?;
+        .arg(requirement);
+    run(install).with_context(|| format!("{purpose} need: pip install {requirement}"))?;
     if !tool.is_file() {
-        bail!("{KUBERNETES_VALIDATE} installed no {}", tool.display());
+        bail!("{requirement} installed no {}", tool.display());
     }
-    std::fs::write(&stamp, KUBERNETES_VALIDATE)
-        .with_context(|| format!("writing {}", stamp.display()))?;
+    std::fs::write(&stamp, requirement).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(tool)
 }
 

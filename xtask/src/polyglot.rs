@@ -16,9 +16,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use crate::{ensure_python_venv, ensure_tools, root, run, target_dir};
+use crate::{ensure_pip_tool, ensure_tools, root, run, target_dir};
 
 /// The Python toolchain. Pinned: a new version is a deliberate change.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -151,28 +151,12 @@ fn examples(language: Language) -> PathBuf {
 
 /// Creates a virtual environment at `venv` with [`COMPONENTIZE_PY`], once. Returns the tool.
 fn ensure_componentize_py(venv: &Path) -> anyhow::Result<PathBuf> {
-    let bin = venv.join("bin");
-    let tool = bin.join("componentize-py");
-    let stamp = venv.join("tessera-installed");
-    if tool.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == COMPONENTIZE_PY) {
-        return Ok(tool);
-    }
-    ensure_python_venv()?;
-    let mut create = Command::new("python3");
-    create.args(["-m", "venv", "--clear"]).arg(venv);
-    run(create).context("creating the Python environment of the Python plugins")?;
-    let mut install = Command::new(bin.join("pip"));
-    install
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(COMPONENTIZE_PY);
-    run(install)
-        .with_context(|| format!("the Python plugins need: pip install {COMPONENTIZE_PY}"))?;
-    if !tool.is_file() {
-        bail!("{COMPONENTIZE_PY} installed no {}", tool.display());
-    }
-    std::fs::write(&stamp, COMPONENTIZE_PY)
-        .with_context(|| format!("writing {}", stamp.display()))?;
-    Ok(tool)
+    ensure_pip_tool(
+        venv,
+        COMPONENTIZE_PY,
+        "componentize-py",
+        "the Python plugins",
+    )
 }
 
 /// Installs the packages `examples/js/package-lock.json` pins into `dir/node_modules` with
