@@ -51,6 +51,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes what a trailer section may never carry on to its reader: hop-by-hop fields (which
+/// include `transfer-encoding`) and `content-length`. Framing belongs to the message head.
+pub fn strip_trailer_framing(trailers: &mut HeaderMap) {
+    strip_hop_by_hop(trailers);
+    trailers.remove(header::CONTENT_LENGTH);
+}
+
 /// One header from a plugin, checked: a name must be a token, a value must not hold CR, LF or NUL.
 pub fn header_from_plugin(h: &bindings::Header) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -135,6 +142,20 @@ mod tests {
             h("host", "evil.example"),
             h("x-kept", "1"),
         ]
+    }
+
+    #[test]
+    fn trailers_keep_no_framing_or_hop_by_hop_fields() {
+        let mut trailers = HeaderMap::new();
+        for field in hostile() {
+            let (name, value) = header_from_plugin(&field).unwrap();
+            trailers.append(name, value);
+        }
+        trailers.append("grpc-status", HeaderValue::from_static("0"));
+        strip_trailer_framing(&mut trailers);
+        let mut left: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["grpc-status", "host", "x-kept"]);
     }
 
     #[test]

@@ -551,9 +551,7 @@ pub(crate) fn checked_trailers(
     call: &OutboundContext,
     mut trailers: http::HeaderMap,
 ) -> Result<http::HeaderMap, HttpError> {
-    headers::strip_hop_by_hop(&mut trailers);
-    trailers.remove(http::header::CONTENT_LENGTH);
-    trailers.remove(http::header::TRANSFER_ENCODING);
+    headers::strip_trailer_framing(&mut trailers);
     let size = headers::block_size(&trailers);
     if size > call.max_header_bytes {
         return Err(HttpError::ConnectionFailed(format!(
@@ -625,17 +623,22 @@ mod tests {
     use super::*;
 
     fn outbound(allow: &[&str]) -> Outbound {
+        outbound_with(allow, 8, 4)
+    }
+
+    /// Outbound state of a plugin granted no upstreams, allowed `allow`, with these caps.
+    pub(super) fn outbound_with(allow: &[&str], max_calls: u32, max_in_flight: u32) -> Outbound {
         Outbound::new(Arc::new(OutboundContext {
             plugin: "test".into(),
             metrics: Default::default(),
-            request_id: "test".into(),
+            request_id: "rid-1".into(),
             traceparent: Default::default(),
             granted: Vec::new().into(),
             allow_hosts: allow.iter().map(|h| h.to_string()).collect(),
             upstreams: Arc::new(Upstreams::default()),
             limits: OutboundLimits {
-                max_calls: 8,
-                max_in_flight: 4,
+                max_calls,
+                max_in_flight,
             },
             max_body_bytes: 1024,
             max_header_bytes: 1024,

@@ -205,12 +205,11 @@ impl Upstream {
     /// response headers at most `timeout`. The response body streams.
     pub async fn send(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Body>, GatewayError> {
         let target = self.pick();
         let started = Instant::now();
-        let mut request = request;
         if self.protocol == UpstreamProtocol::Grpc {
             // gRPC servers may insist on it; hop-by-hop rules removed the client's copy.
             request

@@ -229,25 +229,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::outbound::OutboundLimits;
-    use crate::upstream::Upstreams;
 
     fn outbound(allow: &[&str], max_calls: u32) -> Outbound {
-        Outbound::new(Arc::new(OutboundContext {
-            plugin: "test".into(),
-            metrics: Default::default(),
-            request_id: "rid-1".into(),
-            traceparent: Default::default(),
-            granted: Vec::new().into(),
-            allow_hosts: allow.iter().map(|h| h.to_string()).collect(),
-            upstreams: Arc::new(Upstreams::default()),
-            limits: OutboundLimits {
-                max_calls,
-                max_in_flight: 1,
-            },
-            max_body_bytes: 1024,
-            max_header_bytes: 1024,
-        }))
+        crate::outbound::tests::outbound_with(allow, max_calls, 1)
     }
 
     fn get(url: &str) -> Request<WasiBody> {

@@ -237,8 +237,7 @@ impl http_body::Body for StreamedBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_trailers() {
                         Ok(mut trailers) => {
-                            headers::strip_hop_by_hop(&mut trailers);
-                            trailers.remove(http::header::CONTENT_LENGTH);
+                            headers::strip_trailer_framing(&mut trailers);
                             Frame::trailers(trailers)
                         }
                         Err(frame) => frame,
