@@ -1,45 +1,22 @@
 //! The `tessera` binary as an operator runs it: `tessera run` with its log on a pipe (no colour
 //! codes), the access log on standard output, a graceful stop on SIGTERM; `tessera check`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
+use common::{lines, next_matching};
+
+/// How long to wait for each expected line.
+const LINE_WAIT: Duration = Duration::from_secs(20);
 
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tessera-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Lines of a child's stream, as they come.
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn next_matching(rx: &mpsc::Receiver<String>, what: &str, seen: &mut Vec<String>) -> String {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if line.contains(what) {
-                    return line;
-                }
-            }
-            Err(_) => panic!("no line with `{what}` in: {seen:#?}"),
-        }
-    }
 }
 
 #[test]
@@ -62,7 +39,7 @@ fn run_logs_plain_text_to_a_pipe_writes_access_lines_and_stops_on_sigterm() {
     let stderr = lines(child.stderr.take().unwrap());
     let stdout = lines(child.stdout.take().unwrap());
     let mut log = Vec::new();
-    let listening = next_matching(&stderr, "tessera listening", &mut log);
+    let listening = next_matching(&stderr, &["tessera listening"], &mut log, LINE_WAIT);
     let addr = listening
         .split_whitespace()
         .find_map(|w| w.strip_prefix("local_addr="))
@@ -78,7 +55,7 @@ fn run_logs_plain_text_to_a_pipe_writes_access_lines_and_stops_on_sigterm() {
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 
     let mut access = Vec::new();
-    let line = next_matching(&stdout, "/nothing-here", &mut access);
+    let line = next_matching(&stdout, &["/nothing-here"], &mut access, LINE_WAIT);
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["status"], 404);
     assert_eq!(entry["error"], "not_found");

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+mod common;
+use common::lines;
+
 const TOKEN: &str = "new-test-admin-token";
 
 /// A directory of its own for one test, outside the repository. Removed when the test passes;
@@ -110,20 +113,6 @@ fn readme_route(project: &Path) -> String {
     readme[start..end].to_owned()
 }
 
-/// Lines of a child's stream, as they come.
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// A `tessera run` process with its admin API on; killed when dropped.
 struct Gateway {
     child: Child,
@@ -174,17 +163,7 @@ impl Gateway {
 
     /// The next log line containing one of `what`.
     fn wait_for(&mut self, what: &[&str]) -> String {
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if what.iter().any(|w| line.contains(w)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with any of {what:?} in: {:#?}", self.seen),
-            }
-        }
+        common::next_matching(&self.log, what, &mut self.seen, Duration::from_secs(30))
     }
 
     /// `tessera plugin push <wasm> --name <name>` against this gateway.
