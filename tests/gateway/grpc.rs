@@ -148,6 +148,34 @@ async fn plugins_read_the_trailers_of_a_grpc_upstream_over_h2c() {
     gw.shutdown().await;
 }
 
+/// A plugin cannot give a gRPC server more time than the gateway gives the call, nor an
+/// unreadable deadline; a shorter one of its own stands.
+#[tokio::test]
+async fn a_plugins_grpc_timeout_is_never_longer_than_its_call() {
+    for (asked, sent) in [
+        ("99999999H", "800m"),
+        ("5S", "800m"),
+        ("100m", "100m"),
+        ("abc", "800m"),
+        ("-5m", "800m"),
+    ] {
+        let (addr, seen) = h2_upstream(None, grpc_trailers(&[])).await;
+        let route = trailers_route("pay", addr, "protocol = \"grpc\"", 800).replace(
+            "timeout_ms = 800",
+            &format!("timeout_ms = 800, grpc_timeout = \"{asked}\""),
+        );
+        let gw = gateway(&route).await;
+        let report: Value = get(&gw, "/call").await.json();
+        assert_eq!(report["trailers"]["grpc-status"], "0", "{report}");
+        assert_eq!(
+            seen.lock().unwrap().grpc_timeout.as_deref(),
+            Some(sent),
+            "{asked}"
+        );
+        gw.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn an_h2_upstream_gets_trailers_but_no_grpc_headers() {
     let (addr, seen) = h2_upstream(None, grpc_trailers(&[])).await;

@@ -5,8 +5,9 @@
 //! - `fan-out`: GETs every `config.urls` entry with `send_all` and reports each result;
 //! - `start`: starts every `config.urls` entry, then waits for each, and reports each result;
 //! - `chain`: GETs `urls[0]`, then GETs `urls[1]` followed by the first response's body;
-//! - `trailers`: starts a `POST` of `value` to `config.url`, waits, and reports status, body,
-//!   headers and trailers (each as an object of name to value);
+//! - `trailers`: starts a `POST` of `value` to `config.url` (with `grpc_timeout` as its
+//!   `grpc-timeout` header when given), waits, and reports status, body, headers and trailers
+//!   (each as an object of name to value);
 //! - `bad-header`: answers with a header value holding CR LF;
 //! - `print`: writes to stdout and stderr, then answers;
 //! - `config`: answers its route config as JSON, exactly as the host handed it over (other keys
@@ -46,6 +47,7 @@ struct Config {
     race: Option<String>,
     keys: Vec<String>,
     count: Option<u32>,
+    grpc_timeout: Option<String>,
 }
 
 /// Requests this instance has served: guest memory, so it survives only where the instance does.
@@ -195,9 +197,12 @@ impl Handler for TestHandler {
                 Ok(Response::json(200, &reports))
             }
             "trailers" => {
-                let call = http::post(&config.url)
+                let mut call = http::post(&config.url)
                     .header("content-type", "application/grpc")
                     .body(config.value.clone().unwrap_or_default());
+                if let Some(t) = &config.grpc_timeout {
+                    call = call.header("grpc-timeout", t.as_str());
+                }
                 let fields =
                     |h: &tessera_sdk::Headers| -> serde_json::Map<String, serde_json::Value> {
                         h.iter()
